@@ -1,0 +1,28 @@
+"""rtcodec: a streaming, real-time FACodec (the factorized speech codec of NaturalSpeech 3).
+
+`from rtcodec import FACodecEncoder, FACodecDecoder` is a drop-in replacement for the published classes.
+"""
+
+from .checkpoint import CheckpointError
+from .config import HOP_LENGTH, OFFICIAL, SAMPLE_RATE, DecoderConfig, EncoderConfig, RedecoderConfig
+from .decoder import FACodecDecoder, FACodecDecoderV2
+from .encoder import FACodecEncoder, FACodecEncoderV2
+from .hub import Pretrained, from_pretrained
+from .redecoder import FACodecRedecoder
+
+__all__ = [
+    "HOP_LENGTH",
+    "OFFICIAL",
+    "SAMPLE_RATE",
+    "CheckpointError",
+    "DecoderConfig",
+    "EncoderConfig",
+    "FACodecDecoder",
+    "FACodecDecoderV2",
+    "FACodecEncoder",
+    "FACodecEncoderV2",
+    "FACodecRedecoder",
+    "Pretrained",
+    "RedecoderConfig",
+    "from_pretrained",
+]

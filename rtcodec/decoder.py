@@ -1,0 +1,159 @@
+"""The FACodec decoders: quantization, the speaker (timbre) embedding, and speaker-conditioned synthesis."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import validation
+from .checkpoint import PublishedCheckpointMixin
+from .config import DecoderConfig
+from .layers.blocks import decoder_stack
+from .layers.norm import timbre_norm
+from .layers.transformer import TransformerEncoder
+from .quantize import ResidualVQ
+
+TRAINING_PATH = (
+    "the vq=False / get_vq=True paths of the published decoder feed its training-only predictors; "
+    "rtcodec is for inference: use decoder.inference(vq_post_emb, spk_embs)"
+)
+
+
+class SpeakerConditionedDecoder(PublishedCheckpointMixin, nn.Module):
+    """What every decoder shares: `inference(x, spk)`, the timbre-normalized synthesis stack (`model`)."""
+
+    def __init__(self, in_channels: int, initial_channels: int, up_ratios: tuple[int, ...]) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.timbre_linear = nn.Linear(in_channels, 2 * in_channels)
+        self.model = decoder_stack(in_channels, initial_channels, up_ratios)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.timbre_linear.weight.dtype
+
+    def _frames(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        return validation.frames(x, channels=self.in_channels, dtype=self.dtype, name=name)
+
+    def _speaker(self, spk: torch.Tensor, batch: int) -> torch.Tensor:
+        return validation.speaker(spk, batch=batch, channels=self.in_channels, dtype=self.dtype)
+
+    def inference(self, x: torch.Tensor, speaker_embedding: torch.Tensor) -> torch.Tensor:
+        """Latent frames `[B, 256, T]` and speaker embeddings `[B, 256]` to audio `[B, 1, hop * T]`."""
+        x = self._frames(x, "latent frames")
+        spk = self._speaker(speaker_embedding, x.shape[0])
+        gamma, beta = self.timbre_linear(spk).chunk(2, dim=1)
+        return self.model(timbre_norm(x, gamma, beta))
+
+
+class FACodecDecoder(SpeakerConditionedDecoder):
+    """`decoder(enc_out)` gives `(vq_post_emb, vq_id, None, quantized, spk_embs)`; see `inference` and `vq2emb`.
+
+    Takes the published constructor arguments or a `DecoderConfig`.
+    """
+
+    def __init__(self, config: DecoderConfig | None = None, **kwargs) -> None:
+        cfg = config or DecoderConfig(**kwargs)
+        super().__init__(cfg.in_channels, cfg.upsample_initial_channel, cfg.up_ratios)
+        self.config = cfg
+        self.hop_length = cfg.hop_length
+        groups = [
+            (cfg.vq_num_q_p, cfg.codebook_size_prosody),
+            (cfg.vq_num_q_c, cfg.codebook_size_content),
+            (cfg.vq_num_q_r, cfg.codebook_size_residual),
+        ]
+        self.quantizer = nn.ModuleList(ResidualVQ(n, cfg.vq_dim, bits, cfg.codebook_dim) for n, bits in groups if n > 0)
+        self.timbre_encoder = TransformerEncoder(cfg.transformer)
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [layer.codebook_size for group in self.quantizer for layer in group.layers]
+
+    def speaker_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean over time of the timbre encoder's output, `[B, 256]`: attends over the whole utterance."""
+        x = self._frames(x, "encoder output")
+        return self.timbre_encoder(x.transpose(1, 2)).mean(dim=1)
+
+    def _quantize(self, x: torch.Tensor, prosody_source: torch.Tensor, n_quantizers: int | None):
+        qp, codes_p = self.quantizer[0](prosody_source, n_quantizers)
+        qc, codes_c = self.quantizer[1](x, n_quantizers)
+        quantized, codes = [qp, qc], [codes_p, codes_c]
+        if len(self.quantizer) > 2:
+            qr, codes_r = self.quantizer[2](x - (qp + qc), n_quantizers)
+            quantized.append(qr)
+            codes.append(codes_r)
+        return sum(quantized), torch.cat(codes), quantized
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        vq: bool = True,
+        get_vq: bool = False,
+        eval_vq: bool = True,
+        speaker_embedding: torch.Tensor | None = None,
+        n_quantizers: int | None = None,
+        quantized: list[torch.Tensor] | None = None,
+    ):
+        """Quantize the encoder output `[B, 256, T]`.
+
+        Returns `(vq_post_emb [B, 256, T], vq_id [6, B, T], None, [prosody, content, residual] each
+        [B, 256, T], spk_embs [B, 256])`. The third item is the commitment loss in the published code,
+        which is only defined in training.
+        """
+        if get_vq or not vq:
+            raise NotImplementedError(TRAINING_PATH)
+        x = self._frames(x, "encoder output")
+        vq_post_emb, vq_id, groups = self._quantize(x, x, n_quantizers)
+        return vq_post_emb, vq_id, None, groups, self.speaker_embedding(x)
+
+    def _vq2emb(self, vq: torch.Tensor, use_residual: bool) -> torch.Tensor:
+        cfg = self.config
+        needed = cfg.vq_num_q_p + cfg.vq_num_q_c + (cfg.vq_num_q_r if use_residual else 0)
+        vq = validation.codes(vq, min_codebooks=needed, codebook_sizes=self.codebook_sizes)
+        bounds = [0, cfg.vq_num_q_p, cfg.vq_num_q_p + cfg.vq_num_q_c, cfg.num_codebooks]
+        groups = self.quantizer if use_residual else self.quantizer[:2]
+        return sum(group.vq2emb(vq[lo:hi]) for group, lo, hi in zip(groups, bounds, bounds[1:]))
+
+    def vq2emb(self, vq: torch.Tensor, use_residual_code: bool = True) -> torch.Tensor:
+        """Codes `[6, B, T]` to the quantized latent `[B, 256, T]`, with or without the residual codes."""
+        return self._vq2emb(vq, use_residual_code)
+
+
+class FACodecDecoderV2(FACodecDecoder):
+    """As V1, but the prosody codes come from the mel prosody feature: `decoder(enc_out, prosody)`."""
+
+    def __init__(self, config: DecoderConfig | None = None, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self.melspec_linear = nn.Linear(20, self.in_channels)
+        self.melspec_encoder = TransformerEncoder(self.config.transformer)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        prosody_feature: torch.Tensor,
+        vq: bool = True,
+        get_vq: bool = False,
+        eval_vq: bool = True,
+        speaker_embedding: torch.Tensor | None = None,
+        n_quantizers: int | None = None,
+        quantized: list[torch.Tensor] | None = None,
+    ):
+        """Quantize the encoder output `[B, 256, T]` given the prosody feature `[B, 20, T']`.
+
+        The codes cover min(T, T') frames (the published code cuts to T'; the two differ by at most a
+        frame); the speaker embedding uses all T frames.
+        """
+        if get_vq or not vq:
+            raise NotImplementedError(TRAINING_PATH)
+        x = self._frames(x, "encoder output")
+        prosody = validation.frames(prosody_feature, channels=20, dtype=self.dtype, name="prosody feature")
+        if prosody.shape[0] != x.shape[0]:
+            raise ValueError(f"prosody feature has batch {prosody.shape[0]}, encoder output has {x.shape[0]}")
+        prosody = self.melspec_encoder(self.melspec_linear(prosody.transpose(1, 2))).transpose(1, 2)
+        frames = min(prosody.shape[2], x.shape[2])
+        vq_post_emb, vq_id, groups = self._quantize(x[..., :frames], prosody[..., :frames], n_quantizers)
+        return vq_post_emb, vq_id, None, groups, self.speaker_embedding(x)
+
+    def vq2emb(self, vq: torch.Tensor, use_residual: bool = True) -> torch.Tensor:
+        """Codes `[6, B, T]` to the quantized latent `[B, 256, T]`, with or without the residual codes."""
+        return self._vq2emb(vq, use_residual)

@@ -1,0 +1,1 @@
+"""Building blocks of the FACodec models; layers never import models."""

@@ -1,0 +1,69 @@
+"""The pre-LayerNorm transformer of the timbre encoder, the V2 mel prosody encoder and the redecoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TransformerConfig
+from .norm import StyleAdaptiveLayerNorm
+
+
+class FeedForward(nn.Module):
+    """`ffn_2(relu(ffn_1(x)))`, ffn_1 a conv along time, ffn_2 a linear."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        k = cfg.ffn_kernel_size
+        self.ffn_1 = nn.Conv1d(cfg.hidden, cfg.ffn_channels, k, padding=k // 2)
+        self.ffn_2 = nn.Linear(cfg.ffn_channels, cfg.hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_2(F.relu(self.ffn_1(x.transpose(1, 2)).transpose(1, 2)))
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, cfg: TransformerConfig, speaker_conditioned: bool) -> None:
+        super().__init__()
+        norm = (
+            (lambda: StyleAdaptiveLayerNorm(cfg.hidden)) if speaker_conditioned else (lambda: nn.LayerNorm(cfg.hidden))
+        )
+        self.speaker_conditioned = speaker_conditioned
+        self.ln_1 = norm()
+        self.ln_2 = norm()
+        self.self_attn = nn.MultiheadAttention(cfg.hidden, cfg.heads, batch_first=True)
+        self.ffn = FeedForward(cfg)
+
+    def _norm(self, ln: nn.Module, x: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
+        return ln(x, speaker) if self.speaker_conditioned else ln(x)
+
+    def forward(self, x: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        h = self._norm(self.ln_1, x, speaker)
+        x = x + self.self_attn(h, h, h, need_weights=False)[0]
+        return x + self.ffn(self._norm(self.ln_2, x, speaker))
+
+
+class TransformerEncoder(nn.Module):
+    """`x [B, T, C]` to `[B, T, C]`; with `speaker_conditioned`, every norm takes its gamma and beta from `speaker`.
+
+    Positional encoding: the published code adds row *b* of its sinusoidal table to batch item *b* (it indexes
+    the table by batch position), so a clip alone gets row 0 on every frame: 0 at even channels, 1 at odd.
+    We add row 0 to every item, which is the published batch-size-1 answer and makes the result independent
+    of a clip's place in the batch. The table itself (`position_emb.pe`) is accepted at load and not stored.
+    """
+
+    def __init__(self, cfg: TransformerConfig, speaker_conditioned: bool = False) -> None:
+        super().__init__()
+        self.speaker_conditioned = speaker_conditioned
+        self.layers = nn.ModuleList(TransformerLayer(cfg, speaker_conditioned) for _ in range(cfg.num_layers))
+        self.last_ln = StyleAdaptiveLayerNorm(cfg.hidden) if speaker_conditioned else nn.LayerNorm(cfg.hidden)
+        position = torch.zeros(cfg.hidden)
+        position[1::2] = 1.0  # sin(0) at even channels, cos(0) at odd
+        self.register_buffer("position", position, persistent=False)
+
+    def forward(self, x: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.position.to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, speaker)
+        return self.last_ln(x, speaker) if self.speaker_conditioned else self.last_ln(x)
