@@ -52,6 +52,10 @@ class FACodecDecoder(SpeakerConditionedDecoder):
     Takes the published constructor arguments or a `DecoderConfig`.
     """
 
+    # The modules that decide the codes. Codeword choices among 1024 neighbours flip under half-precision
+    # rounding, so `set_synthesis_dtype` keeps these in fp32 and quantization runs in the input's precision.
+    CODE_PATH: tuple[str, ...] = ("quantizer",)
+
     def __init__(self, config: DecoderConfig | None = None, **kwargs) -> None:
         cfg = config or DecoderConfig(**kwargs)
         super().__init__(cfg.in_channels, cfg.upsample_initial_channel, cfg.up_ratios)
@@ -68,6 +72,12 @@ class FACodecDecoder(SpeakerConditionedDecoder):
     @property
     def codebook_sizes(self) -> list[int]:
         return [layer.codebook_size for group in self.quantizer for layer in group.layers]
+
+    def set_synthesis_dtype(self, dtype: torch.dtype) -> FACodecDecoder:
+        """Run the speaker encoder and the synthesis in `dtype` (e.g. bf16), the code path in fp32."""
+        for name, child in self.named_children():
+            child.to(torch.float32 if name in self.CODE_PATH else dtype)
+        return self
 
     def speaker_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The mean over time of the timbre encoder's output, `[B, 256]`: attends over the whole utterance."""
@@ -102,7 +112,7 @@ class FACodecDecoder(SpeakerConditionedDecoder):
         """
         if get_vq or not vq:
             raise NotImplementedError(TRAINING_PATH)
-        x = self._frames(x, "encoder output")
+        x = validation.frames(x, channels=self.in_channels, dtype=None, name="encoder output")
         vq_post_emb, vq_id, groups = self._quantize(x, x, n_quantizers)
         return vq_post_emb, vq_id, None, groups, self.speaker_embedding(x)
 
@@ -121,6 +131,8 @@ class FACodecDecoder(SpeakerConditionedDecoder):
 
 class FACodecDecoderV2(FACodecDecoder):
     """As V1, but the prosody codes come from the mel prosody feature: `decoder(enc_out, prosody)`."""
+
+    CODE_PATH = ("quantizer", "melspec_linear", "melspec_encoder")
 
     def __init__(self, config: DecoderConfig | None = None, **kwargs) -> None:
         super().__init__(config, **kwargs)
@@ -145,8 +157,9 @@ class FACodecDecoderV2(FACodecDecoder):
         """
         if get_vq or not vq:
             raise NotImplementedError(TRAINING_PATH)
-        x = self._frames(x, "encoder output")
-        prosody = validation.frames(prosody_feature, channels=20, dtype=self.dtype, name="prosody feature")
+        x = validation.frames(x, channels=self.in_channels, dtype=None, name="encoder output")
+        prosody_dtype = self.melspec_linear.weight.dtype
+        prosody = validation.frames(prosody_feature, channels=20, dtype=prosody_dtype, name="prosody feature")
         if prosody.shape[0] != x.shape[0]:
             raise ValueError(f"prosody feature has batch {prosody.shape[0]}, encoder output has {x.shape[0]}")
         prosody = self.melspec_encoder(self.melspec_linear(prosody.transpose(1, 2))).transpose(1, 2)

@@ -87,7 +87,8 @@ def from_pretrained(
     """The published FACodec models of `version` ("v1" or "v2"), ready for inference.
 
     Files come from `checkpoint_dir` when given (published file names), else from the Hugging Face hub
-    cache, downloading them if needed.
+    cache, downloading them if needed. `dtype` is the precision of the synthesis (decoders); the encoder
+    and the quantizers stay in fp32, because half precision changes codes (see the README).
     """
     names = file_names(version, redecoder)
     if checkpoint_dir is not None:
@@ -100,5 +101,10 @@ def from_pretrained(
         models.append(FACodecRedecoder(OFFICIAL.redecoder))
     for model, name in zip(models, names):
         load_checkpoint(model, paths[name])
-        model.to(device=device, dtype=dtype).eval()
+        model.to(device=device).eval()
+    for model in models[1:]:
+        if isinstance(model, FACodecDecoder):
+            model.set_synthesis_dtype(dtype)
+        else:
+            model.to(dtype)
     return Pretrained(*models)

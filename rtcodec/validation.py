@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 
 
-def _floating(x: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
+def _floating(x: torch.Tensor, name: str, dtype: torch.dtype | None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor (audio in [-1, 1]), got {x.dtype}")
     if x.numel() and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    return x.to(dtype)
+    return x if dtype is None else x.to(dtype)
 
 
 def audio(wav: torch.Tensor, *, min_samples: int, dtype: torch.dtype, name: str = "wav") -> torch.Tensor:
@@ -26,8 +26,8 @@ def audio(wav: torch.Tensor, *, min_samples: int, dtype: torch.dtype, name: str 
     return wav
 
 
-def frames(x: torch.Tensor, *, channels: int, dtype: torch.dtype, name: str) -> torch.Tensor:
-    """Latent frames `[B, channels, T]` with T >= 1, cast to the model's dtype."""
+def frames(x: torch.Tensor, *, channels: int, dtype: torch.dtype | None, name: str) -> torch.Tensor:
+    """Latent frames `[B, channels, T]` with T >= 1, cast to `dtype` (None keeps the input's)."""
     if isinstance(x, torch.Tensor) and (x.dim() != 3 or x.shape[1] != channels):
         raise ValueError(f"{name} must be shaped [batch, {channels}, frames], got shape {tuple(x.shape)}")
     x = _floating(x, name, dtype)

@@ -1,0 +1,95 @@
+"""The published usage code runs unchanged but for its import, and from_pretrained finds the hub cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from rtcodec.hub import REPO_ID
+
+from .conftest import AUDIO, OFFICIAL_KEYS
+from .helpers import write_checkpoint_dir
+
+pytestmark = pytest.mark.skipif(
+    not (OFFICIAL_KEYS.is_file() and AUDIO.is_dir()), reason="../shared (official keys, audio) not found"
+)
+SNIPPETS = Path(__file__).parent / "snippets"
+REVISION = "0" * 40
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory) -> Path:
+    """A hub cache laid out as huggingface_hub lays it out, holding full-size random checkpoints."""
+    cache = tmp_path_factory.mktemp("hub")
+    repo = cache / ("models--" + REPO_ID.replace("/", "--"))
+    write_checkpoint_dir(
+        repo / "snapshots" / REVISION, names=("encoder", "decoder", "encoder_v2", "decoder_v2", "redecoder")
+    )
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(REVISION)
+    return cache
+
+
+def _run(code_or_file, cwd: Path, cache: Path, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": str(SNIPPETS)}
+    command = [sys.executable, *([str(code_or_file)] if isinstance(code_or_file, Path) else ["-c", code_or_file])]
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _write_clip(path: Path, name: str, seconds: float) -> None:
+    wav, rate = sf.read(AUDIO / name, dtype="float32")
+    sf.write(path, wav[: int(seconds * rate)], rate)
+
+
+def test_published_snippets_run_unchanged(hub_cache, tmp_path):
+    _write_clip(tmp_path / "test.wav", "slt.wav", 1.3)
+    _write_clip(tmp_path / "reference.wav", "rms.wav", 1.0)
+    result = _run(SNIPPETS / "published_usage.py", tmp_path, hub_cache)
+    assert result.returncode == 0, result.stderr
+    assert "vq id shape: torch.Size([6, 1, 104])" in result.stdout
+    assert "speaker embedding shape: torch.Size([1, 256])" in result.stdout
+    recon, rate = sf.read(tmp_path / "recon.wav")
+    assert rate == 16000 and recon.shape == (104 * 200,) and np.isfinite(recon).all() and np.abs(recon).max() > 0
+    assert sf.read(tmp_path / "recon_a_to_b.wav")[0].shape == (104 * 200,)
+    assert torch.load(tmp_path / "v2_vc.pt")["v2_vc"].shape == (1, 1, 104 * 200)
+
+
+def test_from_pretrained_reads_the_hub_cache_offline(hub_cache, tmp_path):
+    code = (
+        "import rtcodec, torch\n"
+        "m = rtcodec.from_pretrained('v2', redecoder=True)\n"
+        "print(type(m.encoder).__name__, type(m.decoder).__name__, type(m.redecoder).__name__, m.decoder.training)\n"
+    )
+    result = _run(code, tmp_path, hub_cache)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["FACodecEncoderV2", "FACodecDecoderV2", "FACodecRedecoder", "False"]
+
+
+def test_offline_without_cache_says_how_to_get_the_files(tmp_path):
+    code = "import rtcodec\ntry:\n    rtcodec.from_pretrained()\nexcept FileNotFoundError as e:\n    print(e)\n"
+    result = _run(code, tmp_path, tmp_path / "empty-cache")
+    assert result.returncode == 0, result.stderr
+    assert "could not get ns3_facodec_encoder.bin" in result.stdout
+    assert "rtcodec download" in result.stdout and "checkpoint_dir" in result.stdout
+
+
+def test_from_pretrained_checkpoint_dir(tmp_path):
+    from rtcodec import CheckpointError, from_pretrained
+
+    folder = write_checkpoint_dir(tmp_path / "ckpt")
+    models = from_pretrained("v1", checkpoint_dir=folder, dtype=torch.float64)
+    assert models.redecoder is None and models.encoder.dtype == torch.float64
+    with pytest.raises(FileNotFoundError, match="ns3_facodec_redecoder.bin"):
+        from_pretrained("v1", checkpoint_dir=folder, redecoder=True)
+    (folder / "ns3_facodec_decoder.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="ns3_facodec_decoder.bin is not a readable PyTorch state dict"):
+        from_pretrained("v1", checkpoint_dir=folder)
+    with pytest.raises(ValueError, match="version must be one of"):
+        from_pretrained("v3", checkpoint_dir=folder)
