@@ -84,8 +84,11 @@ def test_from_pretrained_checkpoint_dir(tmp_path):
     from rtcodec import CheckpointError, from_pretrained
 
     folder = write_checkpoint_dir(tmp_path / "ckpt")
-    models = from_pretrained("v1", checkpoint_dir=folder, dtype=torch.float64)
-    assert models.redecoder is None and models.encoder.dtype == torch.float64
+    models = from_pretrained("v1", checkpoint_dir=folder, dtype=torch.bfloat16)
+    assert models.redecoder is None and not models.decoder.training
+    # Half precision for the synthesis only: the encoder and the quantizers decide the codes.
+    assert models.decoder.dtype == torch.bfloat16 and models.encoder.dtype == torch.float32
+    assert models.decoder.quantizer[0].layers[0]._codebook.weight.dtype == torch.float32
     with pytest.raises(FileNotFoundError, match="ns3_facodec_redecoder.bin"):
         from_pretrained("v1", checkpoint_dir=folder, redecoder=True)
     (folder / "ns3_facodec_decoder.bin").write_bytes(b"not a checkpoint")
