@@ -12,6 +12,7 @@ from .layers.blocks import decoder_stack
 from .layers.norm import timbre_norm
 from .layers.transformer import TransformerEncoder
 from .quantize import ResidualVQ
+from .streaming import DecoderStream
 
 TRAINING_PATH = (
     "the vq=False / get_vq=True paths of the published decoder feed its training-only predictors; "
@@ -44,6 +45,10 @@ class SpeakerConditionedDecoder(PublishedCheckpointMixin, nn.Module):
         spk = self._speaker(speaker_embedding, x.shape[0])
         gamma, beta = self.timbre_linear(spk).chunk(2, dim=1)
         return self.model(timbre_norm(x, gamma, beta))
+
+    def stream(self, speaker_embedding: torch.Tensor, batch_size: int = 1) -> DecoderStream:
+        """An exact stream of `inference`: pushed latent frames in, final audio samples out."""
+        return DecoderStream(self, speaker_embedding, batch_size)
 
 
 class FACodecDecoder(SpeakerConditionedDecoder):

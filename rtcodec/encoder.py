@@ -10,6 +10,7 @@ from .checkpoint import PublishedCheckpointMixin
 from .config import HOP_LENGTH, SAMPLE_RATE, EncoderConfig
 from .layers.blocks import encoder_stack
 from .layers.mel import PROSODY_BINS, REFLECT_PAD, MelSpectrogram
+from .streaming import EncoderStream
 
 
 class FACodecEncoder(PublishedCheckpointMixin, nn.Module):
@@ -34,6 +35,10 @@ class FACodecEncoder(PublishedCheckpointMixin, nn.Module):
 
     def inference(self, wav: torch.Tensor) -> torch.Tensor:
         return self(wav)
+
+    def stream(self, batch_size: int = 1) -> EncoderStream:
+        """An exact stream: pushed audio in, final frames out (see `rtcodec.streaming`)."""
+        return EncoderStream(self, batch_size)
 
 
 class FACodecEncoderV2(FACodecEncoder):
