@@ -56,8 +56,38 @@ class TransformerConfig:
     ffn_kernel_size: int = 5
 
 
+class _SynthesisConfig:
+    """What the decoder and redecoder configs derive from their fields."""
+
+    up_ratios: tuple[int, ...]
+    transformer_layers: int
+    transformer_ffn_channels: int
+    vq_num_q_p: int
+    vq_num_q_c: int
+    vq_num_q_r: int
+
+    def __post_init__(self) -> None:
+        self.up_ratios = tuple(int(r) for r in self.up_ratios)
+
+    @property
+    def transformer(self) -> TransformerConfig:
+        return TransformerConfig(num_layers=self.transformer_layers, ffn_channels=self.transformer_ffn_channels)
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.up_ratios)
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.vq_num_q_p + self.vq_num_q_c + self.vq_num_q_r
+
+    def codes_needed(self, use_residual: bool) -> int:
+        """Rows of codes that `vq2emb` reads: prosody and content, and the residual ones if asked."""
+        return self.vq_num_q_p + self.vq_num_q_c + (self.vq_num_q_r if use_residual else 0)
+
+
 @dataclass
-class DecoderConfig:
+class DecoderConfig(_SynthesisConfig):
     """`FACodecDecoder` / `FACodecDecoderV2`. Defaults are the published constructor's.
 
     `transformer_layers` and `transformer_ffn_channels` are ours: they size every transformer of the
@@ -93,24 +123,9 @@ class DecoderConfig:
     use_random_mask_residual: bool = True
     prob_random_mask_residual: float = 0.75
 
-    def __post_init__(self) -> None:
-        self.up_ratios = tuple(int(r) for r in self.up_ratios)
-
-    @property
-    def transformer(self) -> TransformerConfig:
-        return TransformerConfig(num_layers=self.transformer_layers, ffn_channels=self.transformer_ffn_channels)
-
-    @property
-    def hop_length(self) -> int:
-        return math.prod(self.up_ratios)
-
-    @property
-    def num_codebooks(self) -> int:
-        return self.vq_num_q_p + self.vq_num_q_c + self.vq_num_q_r
-
 
 @dataclass
-class RedecoderConfig:
+class RedecoderConfig(_SynthesisConfig):
     """`FACodecRedecoder`. Defaults are the published constructor's (which are the official checkpoint's)."""
 
     in_channels: int = 256
@@ -125,21 +140,6 @@ class RedecoderConfig:
     codebook_size_residual: int = 10
     transformer_layers: int = 4
     transformer_ffn_channels: int = 1024
-
-    def __post_init__(self) -> None:
-        self.up_ratios = tuple(int(r) for r in self.up_ratios)
-
-    @property
-    def transformer(self) -> TransformerConfig:
-        return TransformerConfig(num_layers=self.transformer_layers, ffn_channels=self.transformer_ffn_channels)
-
-    @property
-    def hop_length(self) -> int:
-        return math.prod(self.up_ratios)
-
-    @property
-    def num_codebooks(self) -> int:
-        return self.vq_num_q_p + self.vq_num_q_c + self.vq_num_q_r
 
 
 @dataclass

@@ -123,8 +123,7 @@ class FACodecDecoder(SpeakerConditionedDecoder):
 
     def _vq2emb(self, vq: torch.Tensor, use_residual: bool) -> torch.Tensor:
         cfg = self.config
-        needed = cfg.vq_num_q_p + cfg.vq_num_q_c + (cfg.vq_num_q_r if use_residual else 0)
-        vq = validation.codes(vq, min_codebooks=needed, codebook_sizes=self.codebook_sizes)
+        vq = validation.codes(vq, min_codebooks=cfg.codes_needed(use_residual), codebook_sizes=self.codebook_sizes)
         bounds = [0, cfg.vq_num_q_p, cfg.vq_num_q_p + cfg.vq_num_q_c, cfg.num_codebooks]
         groups = self.quantizer if use_residual else self.quantizer[:2]
         return sum(group.vq2emb(vq[lo:hi]) for group, lo, hi in zip(groups, bounds, bounds[1:]))

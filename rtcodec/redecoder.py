@@ -40,8 +40,7 @@ class FACodecRedecoder(SpeakerConditionedDecoder):
     def vq2emb(self, vq: torch.Tensor, speaker_embedding: torch.Tensor, use_residual: bool = True) -> torch.Tensor:
         """Codes `[6, B, T]` and the target speaker `[B, 256]` to the latent `[B, 256, T]`."""
         cfg = self.config
-        needed = cfg.vq_num_q_p + cfg.vq_num_q_c + (cfg.vq_num_q_r if use_residual else 0)
-        vq = validation.codes(vq, min_codebooks=needed, codebook_sizes=self.codebook_sizes)
+        vq = validation.codes(vq, min_codebooks=cfg.codes_needed(use_residual), codebook_sizes=self.codebook_sizes)
         spk = self._speaker(speaker_embedding, vq.shape[1])
         rows = iter(vq)
         prosody = sum(table(next(rows)) for table in self.prosody_embs)
