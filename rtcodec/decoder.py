@@ -23,6 +23,10 @@ TRAINING_PATH = (
 class SpeakerConditionedDecoder(PublishedCheckpointMixin, nn.Module):
     """What every decoder shares: `inference(x, spk)`, the timbre-normalized synthesis stack (`model`)."""
 
+    # The submodules that decide the codes. Codeword choices among 1024 neighbours flip under half-precision
+    # rounding, so `set_synthesis_dtype` keeps these in fp32 and quantization runs in the input's precision.
+    CODE_PATH: tuple[str, ...] = ()
+
     def __init__(self, in_channels: int, initial_channels: int, up_ratios: tuple[int, ...]) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -46,6 +50,12 @@ class SpeakerConditionedDecoder(PublishedCheckpointMixin, nn.Module):
         gamma, beta = self.timbre_linear(spk).chunk(2, dim=1)
         return self.model(timbre_norm(x, gamma, beta))
 
+    def set_synthesis_dtype(self, dtype: torch.dtype) -> SpeakerConditionedDecoder:
+        """Run the speaker encoder and the synthesis in `dtype` (e.g. bf16), the code path in fp32."""
+        for name, child in self.named_children():
+            child.to(torch.float32 if name in self.CODE_PATH else dtype)
+        return self
+
     def stream(self, speaker_embedding: torch.Tensor, batch_size: int = 1) -> DecoderStream:
         """An exact stream of `inference`: pushed latent frames in, final audio samples out."""
         return DecoderStream(self, speaker_embedding, batch_size)
@@ -57,9 +67,7 @@ class FACodecDecoder(SpeakerConditionedDecoder):
     Takes the published constructor arguments or a `DecoderConfig`.
     """
 
-    # The modules that decide the codes. Codeword choices among 1024 neighbours flip under half-precision
-    # rounding, so `set_synthesis_dtype` keeps these in fp32 and quantization runs in the input's precision.
-    CODE_PATH: tuple[str, ...] = ("quantizer",)
+    CODE_PATH = ("quantizer",)
 
     def __init__(self, config: DecoderConfig | None = None, **kwargs) -> None:
         cfg = config or DecoderConfig(**kwargs)
@@ -77,12 +85,6 @@ class FACodecDecoder(SpeakerConditionedDecoder):
     @property
     def codebook_sizes(self) -> list[int]:
         return [layer.codebook_size for group in self.quantizer for layer in group.layers]
-
-    def set_synthesis_dtype(self, dtype: torch.dtype) -> FACodecDecoder:
-        """Run the speaker encoder and the synthesis in `dtype` (e.g. bf16), the code path in fp32."""
-        for name, child in self.named_children():
-            child.to(torch.float32 if name in self.CODE_PATH else dtype)
-        return self
 
     def speaker_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The mean over time of the timbre encoder's output, `[B, 256]`: attends over the whole utterance."""

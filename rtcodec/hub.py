@@ -102,9 +102,6 @@ def from_pretrained(
     for model, name in zip(models, names):
         load_checkpoint(model, paths[name])
         model.to(device=device).eval()
-    for model in models[1:]:
-        if isinstance(model, FACodecDecoder):
-            model.set_synthesis_dtype(dtype)
-        else:
-            model.to(dtype)
+    for decoder in models[1:]:
+        decoder.set_synthesis_dtype(dtype)
     return Pretrained(*models)
