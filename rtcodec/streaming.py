@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import validation
 from .layers.activation import (
     DOWN_PAD_LEFT,
     DOWN_PAD_RIGHT,
@@ -124,6 +125,7 @@ class TransposedConv(StreamOp):
         self.weight, self.bias, self.stride, self.groups, self.scale = weight, bias, stride, groups, scale
         self.crop_left, self.crop_right = crop_left, crop_right
         self.overlap = weight.shape[-1] - stride
+        self.out_channels = weight.shape[1] * groups
         self.hold = max(0, crop_right - self.overlap - padded_right * stride)
         self.reset()
 
@@ -138,9 +140,8 @@ class TransposedConv(StreamOp):
         return y if self.bias is None else y + self.bias[:, None]
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
-        out_channels = self.weight.shape[1] * self.groups
         if x.shape[2] == 0:
-            return x.new_zeros(x.shape[0], out_channels, 0)
+            return x.new_zeros(x.shape[0], self.out_channels, 0)
         y = self._accumulate(x)
         ready = max(0, y.shape[2] - self.overlap - self.hold)
         self.pending = y[..., ready:]
@@ -314,13 +315,9 @@ class _Stream:
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or tuple(x.shape[:2]) != expected:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"push takes {what} shaped [{expected[0]}, {expected[1]}, n], got {shape}")
-        if not x.is_floating_point():
-            raise ValueError(f"push takes floating-point {what}, got {x.dtype}")
-        if x.numel() and not torch.isfinite(x).all():
-            raise ValueError(f"{what} contain NaN or infinite values")
         if self.finished:
             raise RuntimeError("this stream was flushed: call reset() to start a new signal")
-        return x.to(self.parameter.dtype)
+        return validation.floating(x, f"pushed {what}", self.parameter.dtype)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 
 
-def _floating(x: torch.Tensor, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+def floating(x: torch.Tensor, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+    """A finite floating-point tensor, cast to `dtype` (None keeps the input's)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor (audio in [-1, 1]), got {x.dtype}")
+        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.numel() and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return x if dtype is None else x.to(dtype)
@@ -20,7 +21,7 @@ def audio(wav: torch.Tensor, *, min_samples: int, dtype: torch.dtype, name: str 
     if isinstance(wav, torch.Tensor) and (wav.dim() != 3 or wav.shape[1] != 1):
         hint = " (mix it to mono first)" if wav.dim() == 3 else ""
         raise ValueError(f"{name} must be mono audio shaped [batch, 1, samples], got shape {tuple(wav.shape)}{hint}")
-    wav = _floating(wav, name, dtype)
+    wav = floating(wav, name, dtype)
     if wav.shape[0] == 0 or wav.shape[2] < min_samples:
         raise ValueError(f"{name} is too short: {wav.shape[2]} samples, at least {min_samples} are needed")
     return wav
@@ -30,7 +31,7 @@ def frames(x: torch.Tensor, *, channels: int, dtype: torch.dtype | None, name: s
     """Latent frames `[B, channels, T]` with T >= 1, cast to `dtype` (None keeps the input's)."""
     if isinstance(x, torch.Tensor) and (x.dim() != 3 or x.shape[1] != channels):
         raise ValueError(f"{name} must be shaped [batch, {channels}, frames], got shape {tuple(x.shape)}")
-    x = _floating(x, name, dtype)
+    x = floating(x, name, dtype)
     if x.shape[0] == 0 or x.shape[2] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
     return x
@@ -40,7 +41,7 @@ def speaker(spk: torch.Tensor, *, batch: int, channels: int, dtype: torch.dtype)
     """A speaker embedding `[batch, channels]`."""
     if isinstance(spk, torch.Tensor) and tuple(spk.shape) != (batch, channels):
         raise ValueError(f"speaker embedding must be shaped [{batch}, {channels}], got shape {tuple(spk.shape)}")
-    return _floating(spk, "speaker embedding", dtype)
+    return floating(spk, "speaker embedding", dtype)
 
 
 def codes(vq: torch.Tensor, *, min_codebooks: int, codebook_sizes: list[int]) -> torch.Tensor:
