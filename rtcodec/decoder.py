@@ -56,9 +56,12 @@ class SpeakerConditionedDecoder(PublishedCheckpointMixin, nn.Module):
             child.to(torch.float32 if name in self.CODE_PATH else dtype)
         return self
 
-    def stream(self, speaker_embedding: torch.Tensor, batch_size: int = 1) -> DecoderStream:
-        """An exact stream of `inference`: pushed latent frames in, final audio samples out."""
-        return DecoderStream(self, speaker_embedding, batch_size)
+    def stream(
+        self, speaker_embedding: torch.Tensor, batch_size: int = 1, lookahead: int | None = None
+    ) -> DecoderStream:
+        """A stream of `inference`: pushed latent frames in, final audio samples out; exact, or with at most
+        `lookahead` samples of lookahead (see `rtcodec.streaming`)."""
+        return DecoderStream(self, speaker_embedding, batch_size, lookahead)
 
 
 class FACodecDecoder(SpeakerConditionedDecoder):

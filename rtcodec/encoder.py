@@ -36,9 +36,10 @@ class FACodecEncoder(PublishedCheckpointMixin, nn.Module):
     def inference(self, wav: torch.Tensor) -> torch.Tensor:
         return self(wav)
 
-    def stream(self, batch_size: int = 1) -> EncoderStream:
-        """An exact stream: pushed audio in, final frames out (see `rtcodec.streaming`)."""
-        return EncoderStream(self, batch_size)
+    def stream(self, batch_size: int = 1, lookahead: int | None = None) -> EncoderStream:
+        """Pushed audio in, final frames out: exact, or with at most `lookahead` samples of lookahead
+        (see `rtcodec.streaming`)."""
+        return EncoderStream(self, batch_size, lookahead)
 
 
 class FACodecEncoderV2(FACodecEncoder):

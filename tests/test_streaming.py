@@ -90,10 +90,12 @@ def test_full_size_random_weights_stream():
 
 @needs_golden
 def test_latency_from_the_layer_list():
-    """Lookahead and context follow from the kernels, strides and paddings (see the README)."""
+    """Lookahead and context follow from the kernels, strides and paddings (see the README).
+
+    A frame depends on 5078 samples after it; the encoder works in whole hops, so it waits 26 hops."""
     encoder = golden_model("encoder").stream()
     decoder = golden_model("decoder").stream(torch.zeros(1, 256))
-    assert (encoder.lookahead_samples, encoder.left_context_samples) == (5078, 5126)
+    assert (encoder.lookahead_samples, encoder.left_context_samples) == (5200, 5126)
     assert (decoder.lookahead_samples, decoder.left_context_samples) == (5725, 5677)
     assert FACodecRedecoder().stream(torch.zeros(1, 256)).lookahead_samples == 5725
 
@@ -129,3 +131,129 @@ def test_push_rejects_bad_input():
     assert stream.push(torch.zeros(2, 1, 10)).shape == (2, 256, 0)
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         encoder.stream(batch_size=0)
+
+
+def collect_rows(stream, pushes: list[torch.Tensor], actions: dict[int, tuple[str, list[int]]]) -> list[list]:
+    """Push `pushes` in turn, calling `reset(rows)` / `end(rows)` before push i where `actions` says; return
+    each row's handed-out outputs (the entries `valid` marks) in order."""
+    got = [[] for _ in range(stream.batch_size)]
+    for i, x in enumerate(pushes):
+        if i in actions:
+            name, rows = actions[i]
+            getattr(stream, name)(rows)
+            if name == "reset":
+                for b in rows:
+                    got[b].append("restart")
+        y = stream.push(x)
+        for b in range(stream.batch_size):
+            got[b].append(y[b][:, stream.valid[b]])
+    return got
+
+
+def signals(got_row: list) -> list[torch.Tensor]:
+    """Split a row's outputs at its restarts."""
+    out = [[]]
+    for item in got_row:
+        if isinstance(item, str):
+            out.append([])
+        else:
+            out[-1].append(item)
+    return [torch.cat(parts, dim=1) for parts in out if parts]
+
+
+@needs_golden
+def test_rows_start_end_and_restart_independently(vectors):
+    """Three callers share one stream: row 1 joins late, row 2 leaves and a new caller takes its row."""
+    encoder = golden_model("encoder")
+    stream = encoder.stream(batch_size=3)
+    hop = stream.hop_length
+    wav_a, wav_b = vectors["wav_a"][0], vectors["wav_b"][0]
+    hops = 90
+    audio = torch.stack([wav_a[:, : hops * hop], wav_b[:, : hops * hop], wav_b[:, 1000 : 1000 + hops * hop]])
+    pushes = [audio[..., i * hop : (i + 1) * hop] for i in range(hops)]
+    got = collect_rows(stream, pushes, {7: ("reset", [1]), 20: ("end", [2]), 47: ("reset", [2])})
+    with torch.no_grad():
+        # Row 0 is still open: everything more than the lookahead old is out, and equals offline.
+        row0 = signals(got[0])[0]
+        offline = encoder(audio[0:1])[0]
+        assert row0.shape[1] == hops - stream.lookahead_samples // hop
+        assert rel_err(row0, offline[:, : row0.shape[1]]) < TOL
+        row1 = signals(got[1])[-1]
+        offline = encoder(audio[1:2, :, 7 * hop :])[0]
+        assert rel_err(row1, offline[:, : row1.shape[1]]) < TOL
+        first, second = signals(got[2])
+        ended = encoder(audio[2:3, :, : 20 * hop])[0]
+        assert first.shape == ended.shape and rel_err(first, ended) < TOL
+        restarted = encoder(audio[2:3, :, 47 * hop :])[0]
+        assert second.shape[1] == hops - 47 - stream.lookahead_samples // hop
+        assert rel_err(second, restarted[:, : second.shape[1]]) < TOL
+
+
+@needs_golden
+def test_decoder_rows_take_new_speakers(vectors):
+    decoder = golden_model("decoder")
+    emb = vectors["v1.vq_post_emb_a"][..., :40]
+    spk_a, spk_b = vectors["v1.spk_embs_a"], vectors["v1.spk_embs_b"]
+    stream = decoder.stream(torch.cat([spk_a, spk_a]), batch_size=2)
+    pushes = [torch.cat([emb, emb])[..., i : i + 1] for i in range(40)]
+    stream.push(pushes[0])
+    stream.reset([1])
+    stream.set_speaker([1], spk_b)
+    got = collect_rows(stream, pushes[1:], {})
+    with torch.no_grad():
+        row1 = signals(got[1])[0]
+        offline = decoder.inference(emb[..., 1:], spk_b)[0]
+        assert rel_err(row1, offline[:, : row1.shape[1]]) < TOL
+
+
+def test_per_row_reset_needs_a_hop_boundary():
+    stream = FACodecEncoder(ngf=4, out_channels=256).stream(batch_size=2)
+    stream.push(torch.zeros(2, 1, 250))
+    with pytest.raises(ValueError, match="50 samples pending"):
+        stream.reset([0])
+    with pytest.raises(ValueError, match="row 2 is out of range"):
+        stream.end([2])
+
+
+@needs_golden
+@pytest.mark.parametrize("lookahead", [0, 1000, 3999])
+def test_lookahead_treats_the_missing_future_as_padding(vectors, lookahead):
+    """With lookahead N, frame j comes out once N samples after it arrived, and equals the offline frame of
+    the signal cut where the stream was then; the frames flush returns are exact."""
+    encoder = golden_model("encoder")
+    wav = vectors["wav_a"][..., :6000]
+    stream = encoder.stream(lookahead=lookahead)
+    assert stream.lookahead_samples == lookahead
+    hop = stream.hop_length
+    outs = []
+    with torch.no_grad():
+        ends = [*range(137, wav.shape[2], 137), wav.shape[2]]
+        for start, end in zip([0, *ends], ends):
+            frames = stream.push(wav[..., start:end])
+            for frame in frames.unbind(2):
+                j = len(outs)
+                assert (j + 1) * hop + lookahead <= end, "a frame came out before its lookahead arrived"
+                assert (j + 1) * hop + lookahead > start, "a frame came out later than its lookahead"
+                cut = encoder(wav[..., :end])[..., j]
+                assert rel_err(frame, cut) < TOL
+                outs.append(frame)
+        rest = stream.flush()
+        offline = encoder(wav)
+        assert len(outs) + rest.shape[2] == offline.shape[2]
+        assert rest.shape[2] == 0 or rel_err(rest, offline[..., len(outs) :]) < TOL
+
+
+@needs_golden
+def test_decoder_lookahead(vectors):
+    decoder = golden_model("decoder")
+    emb, spk = vectors["v1.vq_post_emb_a"][..., :30], vectors["v1.spk_embs_a"]
+    stream = decoder.stream(spk, lookahead=1000)
+    assert stream.lookahead_samples == 1000
+    with torch.no_grad():
+        got = stream.push(emb[..., :10])
+        # Sample t is out once the frames up to sample t + 1000 are: 10 frames give 2000 - 1000 + 199 samples.
+        assert got.shape[2] == 10 * 200 - 1000 + 199
+        cut = decoder.inference(emb[..., :10], spk)[..., : got.shape[2]]
+        assert rel_err(got, cut) < TOL
+        rest = torch.cat([stream.push(emb[..., 10:]), stream.flush()], dim=2)
+        assert got.shape[2] + rest.shape[2] == 30 * 200

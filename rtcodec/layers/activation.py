@@ -31,6 +31,24 @@ def kaiser_sinc_filter(cutoff: float = 0.25, half_width: float = 0.3, taps: int 
     return (filt / filt.sum()).float().view(1, 1, taps)
 
 
+def polyphase_filters(up_filter: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The x2 upsampling (with its gain of 2) split into its two phases: 6 taps each, `[6]`.
+
+    Upsampled sample 2c + 1 is `odd . x[c-2 .. c+3]` and 2c is `even . x[c-3 .. c+2]` (x replicate-padded),
+    so the transposed convolution, its padding and its crop become two small convolutions on x.
+    """
+    taps = 2 * up_filter.flatten().flip(0)  # taps[i] is the published tap 11 - i
+    return taps[1::2].clone(), taps[0::2].clone()
+
+
+def snake_(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
+    """SnakeBeta in place with prepared `alpha = e^alpha` and `inv_beta = 1 / (e^beta + 1e-9)`, both `[C, 1]`."""
+    t = x * alpha
+    t.sin_()
+    t.mul_(t)
+    return x.addcmul_(t, inv_beta)
+
+
 class SnakeBeta(nn.Module):
     """`y = x + sin(x * e^alpha)^2 / (e^beta + 1e-9)`, per channel; alpha and beta are stored in log scale."""
 
@@ -39,9 +57,12 @@ class SnakeBeta(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
 
+    def prepared(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`alpha` and `inv_beta` as `snake_` takes them."""
+        return self.alpha.exp()[:, None], 1.0 / (self.beta.exp()[:, None] + 1e-9)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha.exp()[:, None]
-        inv_beta = 1.0 / (self.beta.exp()[:, None] + 1e-9)
+        alpha, inv_beta = self.prepared()
         return x + inv_beta * torch.sin(x * alpha).pow(2)
 
 

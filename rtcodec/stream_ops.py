@@ -1,0 +1,329 @@
+"""The stream operations: each convolution, transposed convolution and activation with its cached state.
+
+A stack becomes a tree of stream operations. A stream advances in ticks of whole hops (200 samples of audio,
+one latent frame). In a tick every operation takes a fixed number of new input samples per hop and returns
+a fixed number of outputs per hop, computed from the new samples and its cached input (`state`, allocated
+once per stream, updated in place). An operation's outputs therefore lag its inputs by a fixed number of
+samples, fixed by the layer list in `plan`: the first outputs of a signal lie before its start and are
+never handed out.
+
+Each row of the batch is its own signal with its own position (`Clock`), so rows start, end and restart
+independently. Where a window crosses a row's start or end, `_fix_edges` writes what the offline model's
+zero or replicate padding puts there; so the streamed output equals the offline output for any chunking,
+and the stale state of a restarted row never reaches an output that is handed out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers.activation import AntiAliasedSnake, polyphase_filters, snake_
+from .layers.blocks import DecoderBlock, EncoderBlock, ResidualUnit
+
+Length = Callable[[int], int]  # a signal's length (top-level input units) to an operation's input length
+
+# Up to this many new input samples per tick, convolutions run as unfold + matmul: torch's CPU convolutions
+# cost 0.1 ms or more per call whatever the size, which dominates a one-hop tick; above it they win.
+SMALL_TICK = 512
+
+
+class Clock:
+    """Per row: hops processed since its signal started, and its length (top-level units) once it has ended."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.hops = [0] * batch_size
+        self.ends: list[int | None] = [None] * batch_size
+
+    def restart(self, rows: Sequence[int]) -> None:
+        for b in rows:
+            self.hops[b], self.ends[b] = 0, None
+
+
+def _fix_edges(window: torch.Tensor, firsts: list[int], lengths: list[int | None], replicate: bool) -> torch.Tensor:
+    """Row b of `window` holds the positions `firsts[b] + i` of its signal: outside [0, length) put zeros, or
+    the first / last sample (replicate padding). Only rows that cross an edge are touched."""
+    width = window.shape[2]
+    out = window
+    for b, (first, length) in enumerate(zip(firsts, lengths)):
+        start = -first  # index of position 0
+        stop = width if length is None else length - first  # index of the position just past the end
+        if start <= 0 and stop >= width:
+            continue
+        if out is window:
+            out = window.clone()
+        row = out[b]
+        if not replicate:
+            row[:, : max(0, min(start, width))] = 0
+            row[:, max(0, stop) :] = 0
+            continue
+        if 0 < start < width:
+            row[:, :start] = row[:, start : start + 1]
+        if 0 < stop < width:
+            row[:, stop:] = row[:, stop - 1 : stop]
+    return out
+
+
+class StreamOp:
+    """One operation: `plan` fixes its rates and delay, `allocate` its state, `step` runs one tick."""
+
+    def plan(self, rate: int, offset: int, length: Length) -> tuple[int, int, Length]:
+        """Input samples per hop, the position of a tick's first input sample at hop 0, and the input's length:
+        returns the same three for the output."""
+        return rate, offset, length
+
+    def allocate(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+        return []
+
+    def step(self, x: torch.Tensor, clock: Clock) -> torch.Tensor:
+        raise NotImplementedError
+
+    def input_range(self, j: int) -> tuple[int, int]:
+        """The first and last input position that output `j` reads (far from the edges)."""
+        return j, j
+
+
+class _Windowed(StreamOp):
+    """An operation reading a window of its input: `context` cached samples, then the tick's new samples."""
+
+    replicate = False  # what lies beyond the edges: zeros, or the edge sample
+    fixes_edges = True
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+        self.context = 0
+        self.state: torch.Tensor | None = None
+
+    def _plan_window(self, rate: int, offset: int, length: Length, context: int) -> None:
+        self.rate, self.offset, self.length, self.context = rate, offset, length, context
+        self._length_cache: dict[int, int] = {}
+
+    def allocate(self, batch_size, device, dtype):
+        self.state = torch.zeros(batch_size, self.channels, self.context, device=device, dtype=dtype)
+        return [self.state]
+
+    def _lengths(self, clock: Clock) -> list[int | None]:
+        out = []
+        for end in clock.ends:
+            if end is not None and end not in self._length_cache:
+                self._length_cache[end] = self.length(end)
+            out.append(None if end is None else self._length_cache[end])
+        return out
+
+    def _firsts(self, clock: Clock) -> list[int]:
+        return [hops * self.rate + self.offset - self.context for hops in clock.hops]
+
+    def _window(self, x: torch.Tensor, clock: Clock) -> torch.Tensor:
+        window = torch.cat([self.state, x], dim=2) if self.context else x
+        if self.fixes_edges:
+            window = _fix_edges(window, self._firsts(clock), self._lengths(clock), self.replicate)
+        if self.context:
+            self.state.copy_(window[..., -self.context :])
+        return window
+
+
+class Conv(_Windowed):
+    """A convolution with the offline zero padding `padding = (left, right)` applied at the edges only."""
+
+    def __init__(self, weight, bias, stride=1, dilation=1, padding=(0, 0)) -> None:
+        super().__init__(weight.shape[1])
+        self.weight, self.bias = weight, bias
+        self.matrix = weight.detach().flatten(1)  # [out, in * kernel], as unfolded windows are laid out
+        self.stride, self.dilation, self.padding = stride, dilation, padding
+        self.span = (weight.shape[-1] - 1) * dilation + 1
+        self.fixes_edges = padding != (0, 0)  # unpadded: a valid output reads valid inputs only
+
+    def plan(self, rate, offset, length):
+        if rate % self.stride:
+            raise ValueError(f"{rate} samples per hop do not divide by the stride {self.stride}")
+        left, right = self.padding
+        # The window must hold span - stride past samples, and start where an output's reach starts.
+        context = self.span - self.stride + (offset + left - (self.span - self.stride)) % self.stride
+        self._plan_window(rate, offset, length, context)
+        return (
+            rate // self.stride,
+            (offset + left - context) // self.stride,
+            lambda n: (length(n) + left + right - self.span) // self.stride + 1,
+        )
+
+    def step(self, x, clock):
+        window = self._window(x, clock)
+        count = x.shape[2] // self.stride
+        window = window[..., : (count - 1) * self.stride + self.span]
+        if x.shape[2] > SMALL_TICK:
+            return F.conv1d(window, self.weight, self.bias, self.stride, 0, self.dilation)
+        cols = window.unfold(2, self.span, self.stride)[..., :: self.dilation]  # [B, in, count, kernel]
+        return F.linear(cols.transpose(1, 2).flatten(2), self.matrix, self.bias).transpose(1, 2)
+
+    def input_range(self, j):
+        first = j * self.stride - self.padding[0]
+        return first, first + self.span - 1
+
+
+class TransposedConv(_Windowed):
+    """A transposed convolution whose output is cropped by `crop = (left, right)` (its padding)."""
+
+    def __init__(self, weight, bias, stride: int, crop: tuple[int, int]) -> None:
+        super().__init__(weight.shape[0])
+        self.stride, self.crop, self.kernel = stride, crop, weight.shape[-1]
+        # Output q * stride + r sums weight[:, :, r + a * stride] . x[q - a] over the taps a: one matmul.
+        taps = -(-self.kernel // stride)
+        w = F.pad(weight.detach(), (0, taps * stride - self.kernel))  # [in, out, taps * stride]
+        w = w.unflatten(2, (taps, stride)).permute(3, 1, 2, 0)  # [r, out, a, in]
+        self.matrix = w.reshape(stride * weight.shape[1], taps * weight.shape[0])
+        self.bias = bias.detach().repeat(stride)
+
+    def plan(self, rate, offset, length):
+        # Past inputs that still overlap the tick's outputs; beyond the edges there is no input at all.
+        self._plan_window(rate, offset, length, (self.kernel - 1) // self.stride)
+        left, right = self.crop
+        return (
+            rate * self.stride,
+            offset * self.stride - left,
+            lambda n: (length(n) - 1) * self.stride + self.kernel - left - right,
+        )
+
+    def step(self, x, clock):
+        window = self._window(x, clock).transpose(1, 2)  # [B, context + n, in]
+        n = x.shape[2]
+        cols = torch.cat([window[:, self.context - a : self.context - a + n] for a in range(self.context + 1)], 2)
+        y = F.linear(cols, self.matrix, self.bias)  # [B, n, stride * out]
+        return y.unflatten(2, (self.stride, -1)).flatten(1, 2).transpose(1, 2)
+
+    def input_range(self, j):
+        t = j + self.crop[0]
+        return -((self.kernel - 1 - t) // self.stride), t // self.stride
+
+
+class AntiAliased(_Windowed):
+    """The anti-aliased SnakeBeta in polyphase form: output j reads inputs j-5 .. j+5.
+
+    The two upsampling phases are two 6-tap convolutions, SnakeBeta runs in place on the interleaved phases,
+    and the strided low-pass brings the rate back; the replicate paddings of the offline form are applied at
+    the edges only, on the input and on the upsampled signal, as offline.
+    """
+
+    replicate = True
+    REACH = 5  # inputs on each side of the output position
+
+    def __init__(self, module: AntiAliasedSnake) -> None:
+        channels = module.act.alpha.shape[0]
+        super().__init__(channels)
+        odd, even = polyphase_filters(module.up_filter.detach())
+        self.odd, self.even = odd.expand(channels, 1, -1), even.expand(channels, 1, -1)
+        self.phases = torch.stack([odd, even], dim=1)  # [6, 2]: one matmul gives both, interleaved
+        self.lowpass = module.down_filter.detach().flatten()
+        self.down = self.lowpass.expand(channels, 1, -1)
+        with torch.no_grad():
+            self.alpha, self.inv_beta = module.act.prepared()
+
+    def plan(self, rate, offset, length):
+        self._plan_window(rate, offset, length, 2 * self.REACH)
+        return rate, offset - self.REACH, length
+
+    def step(self, x, clock):
+        window = self._window(x, clock)
+        small = x.shape[2] <= SMALL_TICK
+        # Window position i is x[first + i]; the phases cover upsampled positions 2 * first + 5 onwards.
+        if small:
+            up = (window.unfold(2, 6, 1).reshape(-1, 6) @ self.phases).view(x.shape[0], self.channels, -1)
+        else:
+            odd = F.conv1d(window, self.odd, groups=self.channels)
+            even = F.conv1d(window, self.even, groups=self.channels)
+            up = torch.stack([odd, even], dim=-1).flatten(2)
+        up = snake_(up, self.alpha, self.inv_beta)
+        firsts = [2 * first + 5 for first in self._firsts(clock)]
+        lengths = [None if n is None else 2 * n for n in self._lengths(clock)]
+        up = _fix_edges(up, firsts, lengths, replicate=True)
+        if small:
+            return (up.unfold(2, 12, 2).reshape(-1, 12) @ self.lowpass).view(x.shape[0], self.channels, -1)
+        return F.conv1d(up, self.down, stride=2, groups=self.channels)
+
+    def input_range(self, j):
+        return j - self.REACH, j + self.REACH
+
+
+class Pointwise(StreamOp):
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def step(self, x, clock):
+        return self.fn(x)
+
+
+class Chain(StreamOp):
+    def __init__(self, ops: list[StreamOp]) -> None:
+        self.ops = ops
+
+    def plan(self, rate, offset, length):
+        for op in self.ops:
+            rate, offset, length = op.plan(rate, offset, length)
+        return rate, offset, length
+
+    def allocate(self, batch_size, device, dtype):
+        return [state for op in self.ops for state in op.allocate(batch_size, device, dtype)]
+
+    def step(self, x, clock):
+        for op in self.ops:
+            x = op.step(x, clock)
+        return x
+
+    def input_range(self, j):
+        first, last = j, j
+        for op in reversed(self.ops):
+            first, last = op.input_range(first)[0], op.input_range(last)[1]
+        return first, last
+
+
+class Residual(StreamOp):
+    """`x + inner(x)`: x is delayed by inner's delay in a fixed-length line."""
+
+    def __init__(self, inner: StreamOp, channels: int) -> None:
+        self.inner, self.channels = inner, channels
+
+    def plan(self, rate, offset, length):
+        inner_rate, inner_offset, _ = self.inner.plan(rate, offset, length)
+        assert inner_rate == rate, "a residual branch keeps the rate"
+        self.delay = offset - inner_offset
+        return rate, inner_offset, length
+
+    def allocate(self, batch_size, device, dtype):
+        self.line = torch.zeros(batch_size, self.channels, self.delay, device=device, dtype=dtype)
+        return [self.line, *self.inner.allocate(batch_size, device, dtype)]
+
+    def step(self, x, clock):
+        y = self.inner.step(x, clock)
+        if not self.delay:
+            return x + y
+        line = torch.cat([self.line, x], dim=2)
+        self.line.copy_(line[..., x.shape[2] :])
+        return y.add_(line[..., : x.shape[2]])
+
+    def input_range(self, j):
+        first, last = self.inner.input_range(j)
+        return min(first, j), max(last, j)
+
+
+def build(module: nn.Module) -> StreamOp:
+    """The stream operations of a convolutional stack (`encoder.block` or a decoder's `model`)."""
+    if isinstance(module, nn.Sequential):
+        return Chain([build(m) for m in module])
+    if isinstance(module, (EncoderBlock, DecoderBlock)):
+        return build(module.block)
+    if isinstance(module, ResidualUnit):
+        return Residual(build(module.block), module.block[0].act.alpha.shape[0])
+    if isinstance(module, AntiAliasedSnake):
+        return AntiAliased(module)
+    if isinstance(module, nn.Conv1d):
+        pad = module.padding[0]
+        return Conv(module.weight, module.bias, module.stride[0], module.dilation[0], (pad, pad))
+    if isinstance(module, nn.ConvTranspose1d):
+        pad = module.padding[0]
+        crop = (pad, pad - module.output_padding[0])
+        return TransposedConv(module.weight, module.bias, module.stride[0], crop)
+    if isinstance(module, nn.Tanh):
+        return Pointwise(torch.tanh)
+    raise TypeError(f"no streaming form for {type(module).__name__}")
