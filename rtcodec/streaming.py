@@ -262,3 +262,25 @@ class DecoderStream(_Stream):
 
     def _speculative_wait(self) -> int:
         return max(self.lookahead, self.hop_length - 1)
+
+
+# One second per tick keeps the intermediate tensors small enough for the CPU caches.
+OFFLINE_TICK_HOPS = 80
+
+
+def encode_offline(encoder: nn.Module, wav: torch.Tensor, tick_hops: int = OFFLINE_TICK_HOPS) -> torch.Tensor:
+    """`encoder(wav)` on the fast path: the stream engine over ticks of `tick_hops` hops."""
+    wav = validation.audio(wav, min_samples=encoder.config.min_samples, dtype=encoder.dtype)
+    stream = EncoderStream(encoder, wav.shape[0])
+    step = tick_hops * stream.hop_length
+    return torch.cat([*(stream.push(wav[..., i : i + step]) for i in range(0, wav.shape[2], step)), stream.flush()], 2)
+
+
+def decode_offline(
+    decoder: nn.Module, emb: torch.Tensor, speaker_embedding: torch.Tensor, tick_hops: int = OFFLINE_TICK_HOPS
+) -> torch.Tensor:
+    """`decoder.inference(emb, spk)` on the fast path: the stream engine over ticks of `tick_hops` frames."""
+    emb = decoder._frames(emb, "latent frames")
+    stream = DecoderStream(decoder, speaker_embedding, emb.shape[0])
+    chunks = (stream.push(emb[..., i : i + tick_hops]) for i in range(0, emb.shape[2], tick_hops))
+    return torch.cat([*chunks, stream.flush()], 2)

@@ -122,3 +122,20 @@ def test_buffers_match_the_formulas(golden):
     assert torch.allclose(kaiser_sinc_filter(), stored, rtol=1e-3, atol=1e-4)
     mel = golden["encoder_v2"].mel_transform.mel_basis
     assert torch.allclose(slaney_mel_filterbank(16000, 1024, 80, 0.0, 8000.0), mel, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("tick_hops", [1, 7, 80])
+def test_fast_offline_path_matches_the_golden_vectors(vectors, golden, tick_hops):
+    """The stream engine run offline (the fast CPU path) meets the reference path's tolerances; codes exact."""
+    from rtcodec.streaming import decode_offline, encode_offline
+
+    enc = encode_offline(golden["encoder_full"], vectors["wav_a"], tick_hops)
+    assert rel_err(enc, vectors["full.enc_out_a"]) < TOL
+    decoder = golden["decoder"]
+    for name in ("a", "b"):
+        enc = encode_offline(golden["encoder"], vectors[f"wav_{name}"], tick_hops)
+        assert rel_err(enc, vectors[f"v1.enc_out_{name}"]) < TOL
+        with torch.no_grad():
+            assert torch.equal(decoder(enc)[1], vectors[f"v1.vq_id_{name}"])
+        emb, spk = vectors[f"v1.vq_post_emb_{name}"], vectors[f"v1.spk_embs_{name}"]
+        assert rel_err(decode_offline(decoder, emb, spk, tick_hops), vectors[f"v1.recon_{name}"]) < TOL

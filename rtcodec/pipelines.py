@@ -1,0 +1,135 @@
+"""Live pipelines over the streams: voice conversion, and the codec split into a sender and a receiver.
+
+Quantization and `vq2emb` work frame by frame, so they need no state: a pipeline is an encoder stream,
+the quantizers, and a decoder stream. The speaker embedding conditions every decoded frame, but the timbre
+encoder attends over a whole utterance, so it is computed once, from a reference (voice conversion) or an
+enrollment clip (the codec), before the stream starts.
+
+The decoder must be the V1 `FACodecDecoder`: V2 takes its prosody codes from a mel spectrogram and the
+redecoder's prosody transformer attends over the whole utterance, neither of which streams.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import SAMPLE_RATE
+from .decoder import FACodecDecoder, FACodecDecoderV2
+from .encoder import FACodecEncoder
+
+
+def _check_models(encoder: FACodecEncoder, decoder: FACodecDecoder) -> None:
+    if not isinstance(encoder, FACodecEncoder):
+        raise TypeError(f"encoder must be a FACodecEncoder, got {type(encoder).__name__}")
+    if not isinstance(decoder, FACodecDecoder) or isinstance(decoder, FACodecDecoderV2):
+        raise TypeError(
+            f"streaming needs the V1 FACodecDecoder, got {type(decoder).__name__}: the V2 prosody codes come from "
+            "a mel spectrogram and the redecoder's prosody transformer needs the whole utterance"
+        )
+
+
+@torch.inference_mode()
+def speaker_embedding(encoder: FACodecEncoder, decoder: FACodecDecoder, wav: torch.Tensor) -> torch.Tensor:
+    """The speaker embedding `[B, 256]` of a clip `[B, 1, L]` (offline: the timbre encoder sees all of it)."""
+    return decoder.speaker_embedding(encoder(wav))
+
+
+class _Pipeline:
+    """Latency bookkeeping: the sum of the stages' lookahead."""
+
+    stages: tuple
+
+    @property
+    def latency_samples(self) -> int:
+        """The most audio, in samples, that arrives after a sample before its output comes out."""
+        return sum(stage.lookahead_samples for stage in self.stages)
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000.0 * self.latency_samples / SAMPLE_RATE
+
+    def reset(self) -> None:
+        for stage in self.stages:
+            stage.reset()
+
+
+class CodecSender(_Pipeline):
+    """Audio in, codes out: `push(wav [B, 1, n])` returns `[6, B, k]` codes of the frames final now."""
+
+    def __init__(
+        self, encoder: FACodecEncoder, decoder: FACodecDecoder, batch_size: int = 1, lookahead: int | None = None
+    ) -> None:
+        _check_models(encoder, decoder)
+        self.decoder = decoder
+        self.encoder_stream = encoder.stream(batch_size, lookahead)
+        self.stages = (self.encoder_stream,)
+
+    def _codes(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.shape[2] == 0:
+            return torch.zeros(self.decoder.config.num_codebooks, frames.shape[0], 0, dtype=torch.long)
+        with torch.inference_mode():
+            return self.decoder._quantize(frames, frames, None)[1]
+
+    def push(self, wav: torch.Tensor) -> torch.Tensor:
+        return self._codes(self.encoder_stream.push(wav))
+
+    def flush(self) -> torch.Tensor:
+        return self._codes(self.encoder_stream.flush())
+
+
+class CodecReceiver(_Pipeline):
+    """Codes in, audio out: `push(codes [6, B, k])` returns `[B, 1, m]` samples, in the voice of `speaker`."""
+
+    def __init__(
+        self,
+        decoder: FACodecDecoder,
+        speaker: torch.Tensor,
+        batch_size: int = 1,
+        lookahead: int | None = None,
+        use_residual: bool = True,
+    ) -> None:
+        self.decoder, self.use_residual = decoder, use_residual
+        self.decoder_stream = decoder.stream(speaker, batch_size, lookahead)
+        self.stages = (self.decoder_stream,)
+
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        if isinstance(codes, torch.Tensor) and codes.dim() == 3 and codes.shape[2] == 0:  # no frame yet
+            emb = torch.zeros(codes.shape[1], self.decoder.in_channels, 0, device=codes.device)
+        else:
+            with torch.inference_mode():
+                emb = self.decoder.vq2emb(codes, self.use_residual)
+        return self.decoder_stream.push(emb)
+
+    def flush(self) -> torch.Tensor:
+        return self.decoder_stream.flush()
+
+
+class VoiceConversion(_Pipeline):
+    """Zero-shot voice conversion on a live signal: `push(source [B, 1, n])` returns converted audio.
+
+    The source's prosody and content codes are decoded without its residual codes (which carry its timbre
+    details) and with the speaker embedding of `reference` (`[1, 1, L]` or `[B, 1, L]`), as in the published
+    recipe. `lookahead` is `(encoder, decoder)` samples, each None for exact.
+    """
+
+    def __init__(
+        self,
+        encoder: FACodecEncoder,
+        decoder: FACodecDecoder,
+        reference: torch.Tensor,
+        batch_size: int = 1,
+        lookahead: tuple[int | None, int | None] = (None, None),
+    ) -> None:
+        _check_models(encoder, decoder)
+        speaker = speaker_embedding(encoder, decoder, reference)
+        if speaker.shape[0] == 1:
+            speaker = speaker.expand(batch_size, -1)
+        self.sender = CodecSender(encoder, decoder, batch_size, lookahead[0])
+        self.receiver = CodecReceiver(decoder, speaker, batch_size, lookahead[1], use_residual=False)
+        self.stages = (self.sender.encoder_stream, self.receiver.decoder_stream)
+
+    def push(self, source: torch.Tensor) -> torch.Tensor:
+        return self.receiver.push(self.sender.push(source))
+
+    def flush(self) -> torch.Tensor:
+        return torch.cat([self.receiver.push(self.sender.flush()), self.receiver.flush()], dim=2)
