@@ -15,7 +15,7 @@ one push; `valid` then says which entries of the returned tensor are real.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -268,19 +268,34 @@ class DecoderStream(_Stream):
 OFFLINE_TICK_HOPS = 80
 
 
-def encode_offline(encoder: nn.Module, wav: torch.Tensor, tick_hops: int = OFFLINE_TICK_HOPS) -> torch.Tensor:
+Progress = Callable[[int, int], None]  # (done, total) in input units
+
+
+def _run_offline(stream: _Stream, x: torch.Tensor, step: int, progress: Progress | None) -> torch.Tensor:
+    outs = []
+    for i in range(0, x.shape[2], step):
+        outs.append(stream.push(x[..., i : i + step]))
+        if progress:
+            progress(min(i + step, x.shape[2]), x.shape[2])
+    return torch.cat([*outs, stream.flush()], dim=2)
+
+
+def encode_offline(
+    encoder: nn.Module, wav: torch.Tensor, tick_hops: int = OFFLINE_TICK_HOPS, progress: Progress | None = None
+) -> torch.Tensor:
     """`encoder(wav)` on the fast path: the stream engine over ticks of `tick_hops` hops."""
     wav = validation.audio(wav, min_samples=encoder.config.min_samples, dtype=encoder.dtype)
     stream = EncoderStream(encoder, wav.shape[0])
-    step = tick_hops * stream.hop_length
-    return torch.cat([*(stream.push(wav[..., i : i + step]) for i in range(0, wav.shape[2], step)), stream.flush()], 2)
+    return _run_offline(stream, wav, tick_hops * stream.hop_length, progress)
 
 
 def decode_offline(
-    decoder: nn.Module, emb: torch.Tensor, speaker_embedding: torch.Tensor, tick_hops: int = OFFLINE_TICK_HOPS
+    decoder: nn.Module,
+    emb: torch.Tensor,
+    speaker_embedding: torch.Tensor,
+    tick_hops: int = OFFLINE_TICK_HOPS,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """`decoder.inference(emb, spk)` on the fast path: the stream engine over ticks of `tick_hops` frames."""
     emb = decoder._frames(emb, "latent frames")
-    stream = DecoderStream(decoder, speaker_embedding, emb.shape[0])
-    chunks = (stream.push(emb[..., i : i + tick_hops]) for i in range(0, emb.shape[2], tick_hops))
-    return torch.cat([*chunks, stream.flush()], 2)
+    return _run_offline(DecoderStream(decoder, speaker_embedding, emb.shape[0]), emb, tick_hops, progress)

@@ -1,0 +1,56 @@
+"""What the benchmarks share: full-size models with random weights, 10 s of speech, the two offline paths."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from rtcodec import OFFICIAL, SAMPLE_RATE, FACodecDecoder, FACodecEncoder
+from rtcodec.pipelines import VoiceConversion
+from rtcodec.streaming import decode_offline, encode_offline
+
+AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+
+
+def models() -> tuple[FACodecEncoder, FACodecDecoder]:
+    """The official architectures with seeded random weights (speed does not depend on the values)."""
+    torch.manual_seed(0)
+    encoder, decoder = FACodecEncoder(OFFICIAL.encoder).eval(), FACodecDecoder(OFFICIAL.decoder).eval()
+    for module in (encoder, decoder):
+        for p in module.parameters():
+            p.data.normal_(0, 0.02)
+    return encoder, decoder
+
+
+def speech(seconds: float = 10.0) -> torch.Tensor:
+    """`[1, 1, seconds * 16000]`: the shared speech clips repeated, or seeded noise where they are absent."""
+    n = int(seconds * SAMPLE_RATE)
+    clips = sorted(AUDIO.glob("*.wav"))
+    if not clips:
+        return 0.1 * torch.randn(1, 1, n, generator=torch.Generator().manual_seed(0))
+    audio = np.concatenate([sf.read(c, dtype="float32")[0] for c in clips])
+    return torch.from_numpy(np.resize(audio, n)).view(1, 1, n)
+
+
+def round_trip(encoder, decoder, wav: torch.Tensor, fast: bool) -> torch.Tensor:
+    """Encode, quantize and decode: the reference path is the plain transcription of the published code."""
+    with torch.inference_mode():
+        enc = encode_offline(encoder, wav) if fast else encoder(wav)
+        emb, _, _, _, spk = decoder(enc)
+        return decode_offline(decoder, emb, spk) if fast else decoder.inference(emb, spk)
+
+
+def stream_push_times(encoder, decoder, wav: torch.Tensor, hops_per_push: int) -> list[float]:
+    """Streaming voice conversion of `wav` in pushes of `hops_per_push` hops: seconds of compute per push."""
+    pipeline = VoiceConversion(encoder, decoder, wav[..., : 3 * SAMPLE_RATE])
+    step = hops_per_push * encoder.hop_length
+    times = []
+    for i in range(0, wav.shape[2] - step + 1, step):
+        start = time.perf_counter()
+        pipeline.push(wav[..., i : i + step])
+        times.append(time.perf_counter() - start)
+    return times

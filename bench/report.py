@@ -1,0 +1,159 @@
+"""The CPU benchmark report: `python -m bench.report` writes bench/results/cpu-<date>.{json,md} and a histogram.
+
+Each measurement runs in its own process, so its peak memory (max RSS) is its own. Full-size models with
+random weights, 10 s of speech; the reference path is the plain transcription of the published computation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .common import models, round_trip, speech, stream_push_times
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECONDS = 10.0
+STREAM_SECONDS = 4.0
+STAGES = [
+    "reference_10s",
+    "reference_1s_pieces",
+    "fast_10s",
+    "fast_1s_pieces",
+    *(f"stream_{hops}" for hops in (1, 2, 4, 8)),
+]
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def run_stage(name: str) -> dict:
+    encoder, decoder = models()
+    torch.set_grad_enabled(False)
+    if name.startswith("stream_"):
+        hops = int(name.split("_")[1])
+        wav = speech(STREAM_SECONDS)
+        stream_push_times(encoder, decoder, wav[..., :16000], hops)  # warm-up
+        times = stream_push_times(encoder, decoder, wav, hops)
+        ordered = sorted(times)
+        result = {
+            "hops_per_push": hops,
+            "p50_ms": 1000 * ordered[len(ordered) // 2],
+            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+            "rtf": sum(times) / (len(times) * hops * 0.0125),
+            "push_ms": [1000 * t for t in times],
+        }
+    else:
+        fast = name.startswith("fast")
+        wav = speech(SECONDS)
+        pieces = [wav] if name.endswith("10s") else list(wav.split(16000, dim=2))
+        round_trip(encoder, decoder, pieces[0][..., :16000], fast)  # warm-up
+        start = time.perf_counter()
+        for piece in pieces:
+            round_trip(encoder, decoder, piece, fast)
+        result = {"seconds_per_audio_second": (time.perf_counter() - start) / SECONDS}
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def markdown(report: dict) -> str:
+    r = report["results"]
+    ref, ref_pieces, fast = (
+        r[k]["seconds_per_audio_second"] for k in ("reference_10s", "reference_1s_pieces", "fast_10s")
+    )
+    lines = [
+        f"# CPU benchmark, {report['date']}",
+        "",
+        f"{report['cpu']}, {report['threads']} threads, torch {report['torch']}. Full-size FACodec (random weights), "
+        f"{SECONDS:.0f} s of speech. Command: `python -m bench.report`.",
+        "",
+        "| offline round trip (encode, quantize, decode) | s per audio s | peak RSS (MB) |",
+        "|---|---|---|",
+    ]
+    for key, label in [
+        ("reference_10s", "reference path, 10 s at once"),
+        ("reference_1s_pieces", "reference path, 1 s pieces"),
+        ("fast_10s", "fast path, 10 s at once"),
+        ("fast_1s_pieces", "fast path, 1 s pieces"),
+    ]:
+        lines.append(f"| {label} | {r[key]['seconds_per_audio_second']:.3f} | {r[key]['peak_rss_mb']:.0f} |")
+    lines += [
+        "",
+        f"Fast / reference on 10 s: **{fast / ref:.2f}x**; fast / reference's best cost per second (1 s pieces): "
+        f"**{fast / ref_pieces:.2f}x**.",
+        "",
+        "| streaming voice conversion, hops per push | p50 (ms) | p99 (ms) | real-time factor | vs fast offline |",
+        "|---|---|---|---|---|",
+    ]
+    for hops in (1, 2, 4, 8):
+        s = r[f"stream_{hops}"]
+        lines.append(
+            f"| {hops} ({hops * 12.5:g} ms of audio) | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['rtf']:.2f} | "
+            f"{s['rtf'] / fast:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def histogram(report: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no histogram (pip install matplotlib)", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for hops in (1, 2, 4, 8):
+        ax.hist(report["results"][f"stream_{hops}"]["push_ms"], bins=40, alpha=0.6, label=f"{hops} hop(s) per push")
+    ax.set_xlabel("compute per push (ms)")
+    ax.set_ylabel("pushes")
+    ax.set_title(f"Streaming voice conversion, {report['cpu']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stage", choices=STAGES, help="run one measurement and print it as JSON (internal)")
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(run_stage(args.stage)))
+        return
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "results": {},
+    }
+    for i, stage in enumerate(STAGES, 1):
+        print(f"[{i}/{len(STAGES)}] {stage}", file=sys.stderr, flush=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.report", "--stage", stage], check=True, capture_output=True, text=True
+        )
+        report["results"][stage] = json.loads(out.stdout.strip().splitlines()[-1])
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"cpu-{report['date']}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(report))
+    histogram(report, stem.with_suffix(".png"))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The `.fac` file: FACodec codes and a speaker embedding, 60 bits per frame (4.8 kbit/s at 80 frames/s).
+
+Layout (big-endian):
+
+| bytes        | field                                                                 |
+|--------------|-----------------------------------------------------------------------|
+| 4            | magic `RTFC`                                                          |
+| 1            | format version (1)                                                    |
+| 1            | model version: 1 (FACodec V1 codes) or 2 (V2 codes)                   |
+| 4            | sample rate (16000)                                                   |
+| 4            | frame count T                                                         |
+| 1            | codebooks per frame (6)                                               |
+| 1            | bits per code (10)                                                    |
+| 512          | the speaker embedding: 256 values in fp16                             |
+| ceil(60T/8)  | the codes, frame by frame, prosody, content, residual, 10 bits each,  |
+|              | most significant bit first, zero bits up to the byte                  |
+| 4            | CRC32 of everything before it                                         |
+
+Reading checks every field, the exact size and the CRC, which detects every change of up to 32 bits in a row.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import LATENT_CHANNELS, SAMPLE_RATE
+
+MAGIC = b"RTFC"
+FORMAT_VERSION = 1
+CODEBOOKS = 6
+BITS = 10
+HEADER = struct.Struct(">4sBBIIBB")
+SPEAKER_BYTES = 2 * LATENT_CHANNELS
+CRC = struct.Struct(">I")
+
+
+class BitstreamError(ValueError):
+    """A `.fac` file or packet that is truncated, corrupted or of another version."""
+
+
+@dataclass
+class Bitstream:
+    """Codes `[6, T]` (ints below 1024), the speaker embedding `[256]` and the model version (1 or 2)."""
+
+    codes: torch.Tensor
+    speaker: torch.Tensor
+    model_version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.model_version not in (1, 2):
+            raise BitstreamError(f"model version must be 1 or 2, got {self.model_version}")
+        if self.codes.dim() != 2 or self.codes.shape[0] != CODEBOOKS:
+            raise BitstreamError(f"codes must be shaped [{CODEBOOKS}, frames], got {tuple(self.codes.shape)}")
+        if self.codes.numel() and (self.codes.min() < 0 or self.codes.max() >= 1 << BITS):
+            raise BitstreamError(f"codes must lie in [0, {1 << BITS})")
+        if tuple(self.speaker.shape) != (LATENT_CHANNELS,):
+            raise BitstreamError(f"the speaker embedding must be shaped [{LATENT_CHANNELS}]")
+
+    @property
+    def frames(self) -> int:
+        return self.codes.shape[1]
+
+    def to_bytes(self) -> bytes:
+        header = HEADER.pack(MAGIC, FORMAT_VERSION, self.model_version, SAMPLE_RATE, self.frames, CODEBOOKS, BITS)
+        speaker = self.speaker.detach().cpu().to(torch.float16).numpy().astype(">f2").tobytes()
+        body = header + speaker + pack_codes(self.codes.T.reshape(-1).cpu().numpy())
+        return body + CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "bitstream") -> Bitstream:
+        minimum = HEADER.size + SPEAKER_BYTES + CRC.size
+        if len(data) < minimum:
+            raise BitstreamError(f"{name} is truncated: {len(data)} bytes, a .fac file has at least {minimum}")
+        magic, version, model, rate, frames, books, bits = HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise BitstreamError(f"{name} is not a .fac file (magic {magic!r}, expected {MAGIC!r})")
+        expected = minimum + packed_size(frames * books * bits)
+        # The CRC first: a damaged field must read as damage, not as an unsupported version.
+        if len(data) == expected and zlib.crc32(data[:-4]) != CRC.unpack_from(data, len(data) - 4)[0]:
+            raise BitstreamError(f"{name} is corrupted (CRC32 mismatch)")
+        if version != FORMAT_VERSION:
+            raise BitstreamError(f"{name} has format version {version}; this rtcodec reads version {FORMAT_VERSION}")
+        if model not in (1, 2) or rate != SAMPLE_RATE or books != CODEBOOKS or bits != BITS:
+            raise BitstreamError(
+                f"{name} holds model {model}, {rate} Hz, {books} codebooks of {bits} bits; "
+                f"expected model 1 or 2, {SAMPLE_RATE} Hz, {CODEBOOKS} codebooks of {BITS} bits"
+            )
+        if len(data) != expected:
+            raise BitstreamError(
+                f"{name} is {'truncated' if len(data) < expected else 'too long'}: "
+                f"{len(data)} bytes, {frames} frames need {expected}"
+            )
+        offset = HEADER.size
+        speaker = np.frombuffer(data, ">f2", LATENT_CHANNELS, offset).astype(np.float32)
+        codes = unpack_codes(data[offset + SPEAKER_BYTES : -CRC.size], frames * books)
+        return cls(torch.from_numpy(codes).view(frames, books).T.contiguous(), torch.from_numpy(speaker), model)
+
+    def save(self, path: str | Path) -> None:
+        from .audio import atomic_write
+
+        atomic_write(path, lambda tmp: tmp.write_bytes(self.to_bytes()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bitstream:
+        path = Path(path)
+        if not path.is_file():
+            raise BitstreamError(f"{path}: no such file")
+        return cls.from_bytes(path.read_bytes(), str(path))
+
+
+def packed_size(bits: int) -> int:
+    return (bits + 7) // 8
+
+
+def pack_codes(values: np.ndarray) -> bytes:
+    """Integers below 1024 as consecutive 10-bit fields, most significant bit first."""
+    shifts = np.arange(BITS - 1, -1, -1)
+    bits = (values.astype(np.int64)[:, None] >> shifts) & 1
+    return np.packbits(bits.astype(np.uint8).reshape(-1)).tobytes()
+
+
+def unpack_codes(data: bytes, count: int) -> np.ndarray:
+    bits = np.unpackbits(np.frombuffer(data, np.uint8))[: count * BITS].reshape(count, BITS)
+    return (bits.astype(np.int64) << np.arange(BITS - 1, -1, -1)).sum(axis=1)

@@ -1,0 +1,98 @@
+"""File commands: download, encode, decode, reconstruct, convert."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .. import audio
+from ..bitstream import Bitstream
+from ..hub import download
+from ..streaming import decode_offline
+from .common import CommandError, add_model_options, decode, encode, load
+
+
+def register(commands) -> None:
+    c = commands.add_parser("download", help="fetch the published checkpoints into the Hugging Face cache")
+    c.add_argument("--version", choices=["v1", "v2", "all"], default="all", help="which models (default: all)")
+    c.add_argument("--cache-dir", help="hub cache folder (default: huggingface_hub's)")
+    c.set_defaults(run=run_download)
+
+    c = commands.add_parser("encode", help="audio file to a .fac bitstream (4.8 kbit/s)")
+    c.add_argument("input", help="audio file (wav, flac, ogg; any rate and channel count)")
+    c.add_argument("output", help=".fac file to write")
+    c.add_argument("--model", choices=["v1", "v2"], default="v1", help="FACodec version of the codes (default: v1)")
+    add_model_options(c)
+    c.set_defaults(run=run_encode)
+
+    c = commands.add_parser("decode", help=".fac bitstream to an audio file")
+    c.add_argument("input", help=".fac file")
+    c.add_argument("output", help="audio file to write (16 kHz; .wav, .flac or .ogg)")
+    add_model_options(c)
+    c.set_defaults(run=run_decode)
+
+    c = commands.add_parser("reconstruct", help="audio through the codec and back (encode + decode)")
+    c.add_argument("input")
+    c.add_argument("output")
+    c.add_argument("--model", choices=["v1", "v2"], default="v1")
+    add_model_options(c)
+    c.set_defaults(run=run_reconstruct)
+
+    c = commands.add_parser("convert", help="zero-shot voice conversion of a file to the voice of a reference")
+    c.add_argument("source", help="speech to convert")
+    c.add_argument("reference", help="a few seconds of the target voice")
+    c.add_argument("output")
+    c.add_argument(
+        "--model", choices=["v1", "v2", "redecoder"], default="v2", help="converter (default: v2, the better one)"
+    )
+    add_model_options(c)
+    c.set_defaults(run=run_convert)
+
+
+def run_download(args: argparse.Namespace) -> None:
+    versions = ["v1", "v2"] if args.version == "all" else [args.version]
+    for version in versions:
+        paths = download(version, redecoder=version == "v1", cache_dir=args.cache_dir)
+        for name, path in paths.items():
+            print(f"{name}: {path}")
+
+
+def run_encode(args: argparse.Namespace) -> None:
+    wav = audio.read(args.input)
+    bits = encode(load(args, args.model), wav, args.model)
+    bits.save(args.output)
+    seconds = wav.shape[2] / 16000
+    print(f"{args.output}: {bits.frames} frames, {len(bits.to_bytes())} bytes ({seconds:.2f} s of audio)")
+
+
+def run_decode(args: argparse.Namespace) -> None:
+    bits = Bitstream.load(args.input)
+    audio.write(args.output, decode(load(args, f"v{bits.model_version}"), bits))
+
+
+def run_reconstruct(args: argparse.Namespace) -> None:
+    models = load(args, args.model)
+    bits = encode(models, audio.read(args.input), args.model)
+    # Through the bytes, so the result is what `encode` then `decode` give (fp16 speaker embedding included).
+    audio.write(args.output, decode(models, Bitstream.from_bytes(bits.to_bytes())))
+
+
+@torch.inference_mode()
+def run_convert(args: argparse.Namespace) -> None:
+    source, reference = audio.read(args.source), audio.read(args.reference)
+    version = "v1" if args.model == "redecoder" else args.model
+    models = load(args, version, redecoder=args.model == "redecoder")
+    src, ref = encode(models, source, version), encode(models, reference, version)
+    codes, speaker = src.codes[:, None], ref.speaker[None]
+    device = models.decoder.timbre_linear.weight.device
+    codes, speaker = codes.to(device), speaker.to(device)
+    if args.model == "redecoder":
+        emb = models.redecoder.vq2emb(codes, speaker, use_residual=False)
+        out = decode_offline(models.redecoder, emb, speaker)
+    else:
+        emb = models.decoder.vq2emb(codes, False)
+        out = decode_offline(models.decoder, emb, speaker)
+    if out.shape[2] == 0:
+        raise CommandError(f"{args.source} is too short to convert")
+    audio.write(args.output, out)

@@ -1,0 +1,271 @@
+"""The rtcodec command end to end, with full-size random weights in the published layout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from rtcodec import audio
+from rtcodec.bitstream import Bitstream, BitstreamError
+from rtcodec.cli import main
+from rtcodec.cli import net
+from rtcodec.hub import from_pretrained
+from rtcodec.pipelines import CodecReceiver, CodecSender, VoiceConversion, speaker_embedding
+
+from .conftest import AUDIO, needs_audio, rel_err
+from .helpers import write_checkpoint_dir
+
+pytestmark = needs_audio
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    names = ("encoder", "decoder", "encoder_v2", "decoder_v2", "redecoder")
+    return write_checkpoint_dir(tmp_path_factory.mktemp("ckpt"), names=names)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """1 s of each speech clip, and a 44.1 kHz stereo version of one."""
+    folder = tmp_path_factory.mktemp("clips")
+    out = {}
+    for name in ("slt", "rms"):
+        data, rate = sf.read(AUDIO / f"{name}.wav", dtype="float32")
+        out[name] = folder / f"{name}.wav"
+        sf.write(out[name], data[rate // 2 : 3 * rate // 2], rate)
+    data, _ = sf.read(out["slt"], dtype="float32")
+    stereo = np.stack([data, 0.5 * data], axis=1)
+    out["stereo44k"] = folder / "stereo44k.flac"
+    import soxr
+
+    sf.write(out["stereo44k"], soxr.resample(stereo, 16000, 44100), 44100)
+    return out
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_encode_decode_round_trip_matches_reconstruct(ckpt, clips, tmp_path, capsys):
+    fac, wav_out, recon = tmp_path / "a.fac", tmp_path / "a.wav", tmp_path / "r.wav"
+    assert run(capsys, "encode", clips["slt"], fac, "--checkpoint-dir", ckpt)[0] == 0
+    frames = Bitstream.load(fac).frames
+    assert frames == 80
+    assert fac.stat().st_size == 16 + 512 + (60 * frames + 7) // 8 + 4  # header, fp16 speaker, codes, CRC
+    assert run(capsys, "decode", fac, wav_out, "--checkpoint-dir", ckpt)[0] == 0
+    assert run(capsys, "reconstruct", clips["slt"], recon, "--checkpoint-dir", ckpt)[0] == 0
+    decoded, rate = sf.read(wav_out, dtype="float32")
+    assert rate == 16000 and decoded.shape == (frames * 200,)
+    assert np.array_equal(decoded, sf.read(recon, dtype="float32")[0])
+    # ... and the library's offline reconstruction, with the speaker embedding rounded as the file stores it.
+    models = from_pretrained("v1", checkpoint_dir=ckpt)
+    with torch.no_grad():
+        emb, codes, _, _, spk = models.decoder(models.encoder(audio.read(clips["slt"])))
+        assert torch.equal(codes[:, 0], Bitstream.load(fac).codes)
+        expected = models.decoder.inference(emb, spk.half().float())[0, 0].clamp(-1, 1)
+    assert rel_err(torch.from_numpy(decoded), expected) < 1e-4  # 16-bit PCM rounding
+
+
+def test_any_rate_and_channel_count_is_accepted(ckpt, clips, tmp_path, capsys):
+    code, err = run(capsys, "encode", clips["stereo44k"], tmp_path / "s.fac", "--checkpoint-dir", ckpt, "--model", "v2")
+    assert code == 0
+    assert "mixing 2 channels to mono" in err and "resampling 44100 Hz to 16000 Hz" in err
+    bits = Bitstream.load(tmp_path / "s.fac")
+    assert bits.model_version == 2 and bits.frames == 80
+    assert run(capsys, "decode", tmp_path / "s.fac", tmp_path / "s.ogg", "--checkpoint-dir", ckpt)[0] == 0
+    assert sf.info(tmp_path / "s.ogg").samplerate == 16000
+
+
+@pytest.mark.parametrize("model", ["v1", "v2", "redecoder"])
+def test_convert(ckpt, clips, tmp_path, capsys, model):
+    out = tmp_path / "c.wav"
+    args = ["convert", clips["slt"], clips["rms"], out, "--model", model, "--checkpoint-dir", ckpt]
+    assert run(capsys, *args)[0] == 0
+    converted = sf.read(out, dtype="float32")[0]
+    assert converted.shape == (16000,) and np.isfinite(converted).all() and np.abs(converted).max() > 0
+
+
+def test_bad_input_is_one_line_and_no_file(ckpt, clips, tmp_path, capsys):
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not audio at all")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full(4000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    good = tmp_path / "good.fac"
+    assert run(capsys, "encode", clips["rms"], good, "--checkpoint-dir", ckpt)[0] == 0
+    truncated = tmp_path / "truncated.fac"
+    truncated.write_bytes(good.read_bytes()[:-10])
+    cases = [
+        (["encode", tmp_path / "missing.wav", tmp_path / "o.fac"], "no such file"),
+        (["encode", not_audio, tmp_path / "o.fac"], "not an audio file"),
+        (["encode", empty, tmp_path / "o.fac"], "holds no samples"),
+        (["encode", nan, tmp_path / "o.fac"], "NaN or infinite"),
+        (["decode", truncated, tmp_path / "o.wav"], "truncated"),
+        (["decode", clips["rms"], tmp_path / "o.wav"], "not a .fac file"),
+        (["encode", clips["rms"], tmp_path / "o.fac", "--checkpoint-dir", tmp_path], "not found"),
+    ]
+    for args, message in cases:
+        if "--checkpoint-dir" not in args:
+            args = [*args, "--checkpoint-dir", ckpt]
+        code, err = run(capsys, *args)
+        assert code == 1, args
+        assert err.startswith("rtcodec: error: ") and message in err and err.count("\n") == 1, err
+        assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["notes.wav", "empty.wav", "nan.wav", "good.fac", "truncated.fac"]
+    )
+
+
+def test_wrong_checkpoint_is_named(ckpt, clips, tmp_path, capsys):
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "ns3_facodec_encoder.bin").symlink_to(ckpt / "ns3_facodec_decoder.bin")
+    (wrong / "ns3_facodec_decoder.bin").symlink_to(ckpt / "ns3_facodec_decoder.bin")
+    code, err = run(capsys, "encode", clips["rms"], tmp_path / "o.fac", "--checkpoint-dir", wrong)
+    assert code == 1 and "ns3_facodec_encoder.bin" in err and "FACodecDecoder" in err
+    assert not (tmp_path / "o.fac").exists()
+
+
+def test_every_single_byte_change_of_a_fac_file_is_detected():
+    gen = torch.Generator().manual_seed(0)
+    bits = Bitstream(torch.randint(0, 1024, (6, 13), generator=gen), torch.randn(256, generator=gen))
+    data = bits.to_bytes()
+    back = Bitstream.from_bytes(data)
+    assert torch.equal(back.codes, bits.codes) and torch.equal(back.speaker, bits.speaker.half().float())
+    for i in range(len(data)):
+        for delta in (1, 0x80, 0xFF):
+            damaged = bytearray(data)
+            damaged[i] = (damaged[i] + delta) % 256
+            with pytest.raises(BitstreamError):
+                Bitstream.from_bytes(bytes(damaged))
+    for cut in range(len(data)):
+        with pytest.raises(BitstreamError):
+            Bitstream.from_bytes(data[:cut])
+    future = bytearray(data[:-4])
+    future[4] = 2
+    future += __import__("zlib").crc32(bytes(future)).to_bytes(4, "big")
+    with pytest.raises(BitstreamError, match="format version 2"):
+        Bitstream.from_bytes(bytes(future))
+
+
+def test_python_dash_m_shows_help():
+    out = subprocess.run([sys.executable, "-m", "rtcodec", "--help"], capture_output=True, text=True, check=True)
+    for command in ("download", "encode", "decode", "reconstruct", "convert", "live", "send", "receive"):
+        assert command in out.stdout
+
+
+def test_download_offline_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, err = run(capsys, "download", "--version", "v1", "--cache-dir", tmp_path)
+    assert code == 1 and "offline" in err and "Traceback" not in err
+
+
+class FakeSoundDevice:
+    """Stands in for sounddevice: a Stream that feeds a file through the callback block by block."""
+
+    def __init__(self, source: np.ndarray) -> None:
+        self.source, self.played = source, []
+
+    def query_devices(self):
+        return "0 Fake microphone, 1 Fake speakers"
+
+    def Stream(self, samplerate, blocksize, channels, dtype, device, callback):  # noqa: N802 (sounddevice's name)
+        fake = self
+
+        class Stream:
+            def __enter__(self):
+                for i in range(0, len(fake.source) - blocksize + 1, blocksize):
+                    out = np.zeros((blocksize, 1), np.float32)
+                    callback(fake.source[i : i + blocksize, None], out, blocksize, None, None)
+                    fake.played.append(out[:, 0].copy())
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        return Stream()
+
+
+def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatch):
+    source = sf.read(clips["slt"], dtype="float32")[0]
+    fake = FakeSoundDevice(source)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+
+    def interrupt(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rtcodec.cli.live.time.sleep", interrupt)
+    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 2)
+    assert code == 0 and "stopped after 1.0 s, 0 xruns" in err
+    played = np.concatenate(fake.played)
+    # The same blocks through the library's pipeline: what came out is that, after silence, block-aligned.
+    models = from_pretrained("v1", checkpoint_dir=ckpt)
+    pipeline = VoiceConversion(models.encoder, models.decoder, audio.read(clips["rms"]))
+    wav = torch.from_numpy(source).view(1, 1, -1)
+    expected = torch.cat([pipeline.push(wav[..., i : i + 400]) for i in range(0, 16000, 400)], 2)[0, 0].numpy()
+    start = np.flatnonzero(played)[0] // 400 * 400
+    assert start > 0 and np.abs(played[start:] - expected[: len(played) - start]).max() < 1e-5
+    assert run(capsys, "live", "--list-devices")[0] == 0
+    code, err = run(capsys, "live", "--checkpoint-dir", ckpt)
+    assert code == 1 and "--reference" in err
+
+
+def _send_receive(ckpt, clip, out: Path, port: int, drop) -> str:
+    ready = threading.Event()
+    receive = Namespace(port=port, output=str(out), timeout=30.0, checkpoint_dir=str(ckpt), device="cpu")
+    thread = threading.Thread(target=net.run_receive, args=(receive, ready.set))
+    thread.start()
+    assert ready.wait(60)
+    send = Namespace(
+        input=str(clip),
+        host="127.0.0.1",
+        port=port,
+        frames_per_packet=4,
+        seconds=0.0,
+        no_pacing=True,
+        checkpoint_dir=str(ckpt),
+        device="cpu",
+    )
+    net.run_send(send, drop)
+    thread.join(120)
+    assert not thread.is_alive()
+    return str(out)
+
+
+def test_send_receive_over_loopback_udp(ckpt, clips, tmp_path, capsys):
+    models = from_pretrained("v1", checkpoint_dir=ckpt)
+    wav = audio.read(clips["slt"])
+    sender = CodecSender(models.encoder, models.decoder)
+    codes = torch.cat([sender.push(wav), sender.flush()], dim=2)
+    speaker = speaker_embedding(models.encoder, models.decoder, wav).half().float()
+    receiver = CodecReceiver(models.decoder, speaker)
+    expected = torch.cat([receiver.push(codes), receiver.flush()], dim=2)[0, 0].clamp(-1, 1).numpy()
+
+    clean = sf.read(_send_receive(ckpt, clips["slt"], tmp_path / "clean.wav", 50601, lambda seq: False))[0]
+    assert "0 lost and concealed" in capsys.readouterr().err
+    assert clean.shape == expected.shape and rel_err(torch.from_numpy(clean), torch.from_numpy(expected)) < 1e-4
+
+    lost = {15, 18}  # packets of codes: 4 frames each (packet 0 is the speaker embedding)
+    lossy = sf.read(_send_receive(ckpt, clips["slt"], tmp_path / "lossy.wav", 50602, lambda seq: seq in lost))[0]
+    assert f"{4 * len(lost)} lost and concealed" in capsys.readouterr().err
+    assert lossy.shape == expected.shape
+    # Before the first loss's reach the audio is untouched; concealment keeps the rest close, not silent.
+    first_lost_sample = (15 - 1) * 4 * 200
+    untouched = first_lost_sample - 5725  # the decoder's lookahead reaches back this far
+    assert np.abs(lossy[:untouched] - expected[:untouched]).max() < 1e-3
+    assert rel_err(torch.from_numpy(lossy), torch.from_numpy(expected)) < 1.0
+
+
+def test_receiver_asks_for_the_speaker_when_it_missed_it(ckpt, clips, tmp_path, capsys):
+    out = _send_receive(ckpt, clips["rms"], tmp_path / "o.wav", 50603, lambda seq: seq == 0)
+    assert sf.read(out)[0].shape == (16000,)
