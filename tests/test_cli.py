@@ -15,8 +15,7 @@ import torch
 
 from rtcodec import audio
 from rtcodec.bitstream import Bitstream, BitstreamError
-from rtcodec.cli import main
-from rtcodec.cli import net
+from rtcodec.cli import main, net
 from rtcodec.hub import from_pretrained
 from rtcodec.pipelines import CodecReceiver, CodecSender, VoiceConversion, speaker_embedding
 
