@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import validation
+from . import kernels, validation
 from .checkpoint import PublishedCheckpointMixin
 from .config import DecoderConfig
 from .layers.blocks import decoder_stack
@@ -95,6 +95,8 @@ class FACodecDecoder(SpeakerConditionedDecoder):
         return self.timbre_encoder(x.transpose(1, 2)).mean(dim=1)
 
     def _quantize(self, x: torch.Tensor, prosody_source: torch.Tensor, n_quantizers: int | None):
+        if prosody_source is x and n_quantizers is None and len(self.quantizer) == 3 and kernels.enabled(x):
+            return self._quantize_fused(x)
         qp, codes_p = self.quantizer[0](prosody_source, n_quantizers)
         qc, codes_c = self.quantizer[1](x, n_quantizers)
         quantized, codes = [qp, qc], [codes_p, codes_c]
@@ -103,6 +105,17 @@ class FACodecDecoder(SpeakerConditionedDecoder):
             quantized.append(qr)
             codes.append(codes_r)
         return sum(quantized), torch.cat(codes), quantized
+
+    def _quantize_fused(self, x: torch.Tensor):
+        """The V1 chain (prosody and content of x, residual of x - both) in one kernel launch."""
+        from .kernels.rvq import rvq_chain
+
+        stacked = zip(*(group.stacked() for group in self.quantizer))
+        frames = x.transpose(1, 2)
+        groups = tuple(len(group.layers) for group in self.quantizer)
+        outs, codes = rvq_chain(frames.reshape(-1, x.shape[1]), *map(torch.cat, stacked), groups=groups)
+        quantized = [out.view(frames.shape).transpose(1, 2) for out in outs]
+        return sum(quantized), codes.view(-1, *frames.shape[:2]), quantized
 
     def forward(
         self,

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 
 class FactorizedVQ(nn.Module):
     """One codebook layer. Keys `in_proj`, `out_proj` (linear, weight norm folded) and `_codebook`."""
@@ -24,6 +26,13 @@ class FactorizedVQ(nn.Module):
     @property
     def codebook_size(self) -> int:
         return self._codebook.num_embeddings
+
+    # The parameters under the names the fused kernel uses.
+    in_w = property(lambda self: self.in_proj.weight)
+    in_b = property(lambda self: self.in_proj.bias)
+    codebook = property(lambda self: self._codebook.weight)
+    out_w = property(lambda self: self.out_proj.weight)
+    out_b = property(lambda self: self.out_proj.bias)
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
         """`z [B, T, dim]` to the codeword indices `[B, T]`: the highest cosine similarity, first index on ties."""
@@ -47,8 +56,22 @@ class ResidualVQ(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(FactorizedVQ(dim, 2**codebook_bits, codebook_dim) for _ in range(num_layers))
 
+    def stacked(self, num_layers: int | None = None) -> list[torch.Tensor]:
+        """The layers' parameters stacked as the fused kernel takes them (in_w, in_b, codebook, out_w, out_b)."""
+        layers = self.layers[:num_layers]
+        return [
+            torch.stack([getattr(layer, name) for layer in layers])
+            for name in ("in_w", "in_b", "codebook", "out_w", "out_b")
+        ]
+
     def forward(self, x: torch.Tensor, num_layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`x [B, dim, T]` to (the group's summed output `[B, dim, T]`, codes `[num_layers, B, T]`)."""
+        if kernels.enabled(x):
+            from .kernels.rvq import rvq_group
+
+            frames = x.transpose(1, 2)
+            total, codes = rvq_group(frames.reshape(-1, x.shape[1]), *self.stacked(num_layers))
+            return total.view(frames.shape).transpose(1, 2), codes.view(-1, *frames.shape[:2])
         residual = x.transpose(1, 2)
         total = torch.zeros_like(residual)
         codes = []

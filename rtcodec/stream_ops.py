@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .layers.activation import AntiAliasedSnake, polyphase_filters, snake_
 from .layers.blocks import DecoderBlock, EncoderBlock, ResidualUnit
 
@@ -225,6 +226,8 @@ class AntiAliased(_Windowed):
         return rate, offset - self.REACH, length
 
     def step(self, x, clock):
+        if kernels.enabled(x):
+            return self._fused(x, clock)
         window = self._window(x, clock)
         small = x.shape[2] <= SMALL_TICK
         # Window position i is x[first + i]; the phases cover upsampled positions 2 * first + 5 onwards.
@@ -241,6 +244,20 @@ class AntiAliased(_Windowed):
         if small:
             return (up.unfold(2, 12, 2).reshape(-1, 12) @ self.lowpass).view(x.shape[0], self.channels, -1)
         return F.conv1d(up, self.down, stride=2, groups=self.channels)
+
+    def _fused(self, x, clock):
+        """The Triton kernel clamps at the edges itself: the window goes in as it is."""
+        from .kernels.snake import anti_aliased_snake
+
+        window = torch.cat([self.state, x], dim=2)
+        self.state.copy_(window[..., -self.context :])
+        firsts = torch.tensor(self._firsts(clock))
+        lengths = torch.tensor([1 << 40 if n is None else n for n in self._lengths(clock)])
+        filters = (self.even[:, 0, :][0], self.odd[:, 0, :][0], self.lowpass)
+        return anti_aliased_snake(
+            window, self.alpha.flatten(), self.inv_beta.flatten(), filters,
+            firsts.to(x.device), lengths.to(x.device), self.REACH, x.shape[2],
+        )  # fmt: skip
 
     def input_range(self, j):
         return j - self.REACH, j + self.REACH

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import kernels
+
 FILTER_TAPS = 12
 # Replicate padding of the two resampling filters, at the signal's edges only.
 UP_PAD = 5  # input samples added on each side before the transposed conv
@@ -94,7 +96,17 @@ class AntiAliasedSnake(nn.Module):
     def down_filter(self) -> torch.Tensor:
         return self.downsample["lowpass"].filter
 
+    def filters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(even phase, odd phase, low-pass): the form the fused kernel takes."""
+        odd, even = polyphase_filters(self.up_filter)
+        return even, odd, self.down_filter.flatten()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.enabled(x):
+            from ..kernels.snake import anti_aliased_snake
+
+            alpha, inv_beta = self.act.prepared()
+            return anti_aliased_snake(x, alpha.flatten(), inv_beta.flatten(), self.filters())
         channels = x.shape[1]
         up = F.pad(x, (UP_PAD, UP_PAD), mode="replicate")
         up = 2 * F.conv_transpose1d(up, self.up_filter.expand(channels, 1, -1), stride=2, groups=channels)
