@@ -2,6 +2,8 @@
 
 Each measurement runs in its own process, so its peak memory (max RSS) is its own. Full-size models with
 random weights, 10 s of speech; the reference path is the plain transcription of the published computation.
+The machines this was written on are shared virtual machines whose speed drifts by up to 1.5x over minutes:
+each figure is the best of `REPEAT` runs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .common import models, round_trip, speech, stream_push_times
 RESULTS = Path(__file__).resolve().parent / "results"
 SECONDS = 10.0
 STREAM_SECONDS = 4.0
+REPEAT = 3
 STAGES = [
     "reference_10s",
     "reference_1s_pieces",
@@ -46,7 +49,7 @@ def run_stage(name: str) -> dict:
         hops = int(name.split("_")[1])
         wav = speech(STREAM_SECONDS)
         stream_push_times(encoder, decoder, wav[..., :16000], hops)  # warm-up
-        times = stream_push_times(encoder, decoder, wav, hops)
+        times = min((stream_push_times(encoder, decoder, wav, hops) for _ in range(REPEAT)), key=sum)
         ordered = sorted(times)
         result = {
             "hops_per_push": hops,
@@ -60,10 +63,13 @@ def run_stage(name: str) -> dict:
         wav = speech(SECONDS)
         pieces = [wav] if name.endswith("10s") else list(wav.split(16000, dim=2))
         round_trip(encoder, decoder, pieces[0][..., :16000], fast)  # warm-up
-        start = time.perf_counter()
-        for piece in pieces:
-            round_trip(encoder, decoder, piece, fast)
-        result = {"seconds_per_audio_second": (time.perf_counter() - start) / SECONDS}
+        best = float("inf")
+        for _ in range(REPEAT):
+            start = time.perf_counter()
+            for piece in pieces:
+                round_trip(encoder, decoder, piece, fast)
+            best = min(best, time.perf_counter() - start)
+        result = {"seconds_per_audio_second": best / SECONDS}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
@@ -77,7 +83,7 @@ def markdown(report: dict) -> str:
         f"# CPU benchmark, {report['date']}",
         "",
         f"{report['cpu']}, {report['threads']} threads, torch {report['torch']}. Full-size FACodec (random weights), "
-        f"{SECONDS:.0f} s of speech. Command: `python -m bench.report`.",
+        f"{SECONDS:.0f} s of speech, best of {REPEAT} runs. Command: `python -m bench.report`.",
         "",
         "| offline round trip (encode, quantize, decode) | s per audio s | peak RSS (MB) |",
         "|---|---|---|",

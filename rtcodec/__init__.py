@@ -8,13 +8,19 @@ from .config import HOP_LENGTH, OFFICIAL, SAMPLE_RATE, DecoderConfig, EncoderCon
 from .decoder import FACodecDecoder, FACodecDecoderV2
 from .encoder import FACodecEncoder, FACodecEncoderV2
 from .hub import Pretrained, from_pretrained
+from .pipelines import CodecReceiver, CodecSender, VoiceConversion
 from .redecoder import FACodecRedecoder
+from .streaming import DecoderStream, EncoderStream
 
 __all__ = [
     "HOP_LENGTH",
     "OFFICIAL",
     "SAMPLE_RATE",
     "CheckpointError",
+    "CodecReceiver",
+    "CodecSender",
+    "DecoderStream",
+    "EncoderStream",
     "DecoderConfig",
     "EncoderConfig",
     "FACodecDecoder",
@@ -24,5 +30,6 @@ __all__ = [
     "FACodecRedecoder",
     "Pretrained",
     "RedecoderConfig",
+    "VoiceConversion",
     "from_pretrained",
 ]

@@ -55,7 +55,7 @@ def download(version: str = "v1", redecoder: bool = False, cache_dir: str | Path
             raise CheckpointNotFoundError(
                 f"could not get {name} from the Hugging Face hub ({REPO_ID}): {type(err).__name__}. "
                 "The hub is unreachable or offline (HF_HUB_OFFLINE=1) and the file is not in the cache. "
-                "Call rtcodec.hub.download() on a machine with network access, or download the files from "
+                "Run `rtcodec download` on a machine with network access, or download the files from "
                 f"https://huggingface.co/{REPO_ID} and pass checkpoint_dir=<folder with {name}>."
             ) from None
     return paths

@@ -214,6 +214,7 @@ class AntiAliased(_Windowed):
         channels = module.act.alpha.shape[0]
         super().__init__(channels)
         odd, even = polyphase_filters(module.up_filter.detach())
+        self.taps = (even, odd)
         self.odd, self.even = odd.expand(channels, 1, -1), even.expand(channels, 1, -1)
         self.phases = torch.stack([odd, even], dim=1)  # [6, 2]: one matmul gives both, interleaved
         self.lowpass = module.down_filter.detach().flatten()
@@ -253,7 +254,7 @@ class AntiAliased(_Windowed):
         self.state.copy_(window[..., -self.context :])
         firsts = torch.tensor(self._firsts(clock))
         lengths = torch.tensor([1 << 40 if n is None else n for n in self._lengths(clock)])
-        filters = (self.even[:, 0, :][0], self.odd[:, 0, :][0], self.lowpass)
+        filters = (*self.taps, self.lowpass)
         return anti_aliased_snake(
             window, self.alpha.flatten(), self.inv_beta.flatten(), filters,
             firsts.to(x.device), lengths.to(x.device), self.REACH, x.shape[2],

@@ -9,16 +9,7 @@ from rtcodec import FACodecEncoder
 from rtcodec.pipelines import CodecReceiver, CodecSender, VoiceConversion, speaker_embedding
 
 from .conftest import golden_model, needs_golden, rel_err
-from .test_streaming import TOL, random_chunks
-
-
-def push_all(pipeline, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    outs, start = [], 0
-    for size in sizes:
-        outs.append(pipeline.push(x[..., start : start + size]))
-        start += size
-    outs.append(pipeline.flush())
-    return torch.cat(outs, dim=-1)
+from .test_streaming import TOL, random_chunks, run_stream
 
 
 @needs_golden
@@ -33,7 +24,7 @@ def test_voice_conversion_streams_like_the_offline_recipe(vectors):
     gen = torch.Generator().manual_seed(3)
     for sizes in ([200] * 45, random_chunks(9000, gen, 900)):
         pipeline.reset()
-        got = push_all(pipeline, source, sizes)
+        got = run_stream(pipeline, source, sizes)
         assert got.shape == expected.shape
         assert rel_err(got, expected) < TOL
 
@@ -47,10 +38,10 @@ def test_codec_sender_gives_the_offline_codes(vectors):
         speaker = speaker_embedding(encoder, decoder, vectors["wav_b"])
         expected = decoder.inference(decoder.vq2emb(codes), speaker)
     sender = CodecSender(encoder, decoder)
-    sent = push_all(sender, wav, random_chunks(7777, torch.Generator().manual_seed(4), 1000))
+    sent = run_stream(sender, wav, random_chunks(7777, torch.Generator().manual_seed(4), 1000))
     assert torch.equal(sent, codes)
     receiver = CodecReceiver(decoder, speaker)
-    got = push_all(receiver, sent, random_chunks(sent.shape[2], torch.Generator().manual_seed(5), 4))
+    got = run_stream(receiver, sent, random_chunks(sent.shape[2], torch.Generator().manual_seed(5), 4))
     assert rel_err(got, expected) < TOL
 
 

@@ -77,7 +77,7 @@ def test_offline_without_cache_says_how_to_get_the_files(tmp_path):
     result = _run(code, tmp_path, tmp_path / "empty-cache")
     assert result.returncode == 0, result.stderr
     assert "could not get ns3_facodec_encoder.bin" in result.stdout
-    assert "rtcodec.hub.download()" in result.stdout and "checkpoint_dir" in result.stdout
+    assert "rtcodec download" in result.stdout and "checkpoint_dir" in result.stdout
 
 
 def test_from_pretrained_checkpoint_dir(tmp_path):
