@@ -169,6 +169,25 @@ def test_download_offline_says_what_to_do(tmp_path, capsys, monkeypatch):
     assert code == 1 and "offline" in err and "Traceback" not in err
 
 
+def test_download_reads_the_hub_cache_and_copies(ckpt, tmp_path, capsys, monkeypatch):
+    from rtcodec.hub import REPO_ID
+
+    snapshot = tmp_path / "hub" / ("models--" + REPO_ID.replace("/", "--")) / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in ("ns3_facodec_encoder_v2.bin", "ns3_facodec_decoder_v2.bin"):
+        (snapshot / name).symlink_to(ckpt / name)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(
+        ["download", "--version", "v2", "--cache-dir", str(tmp_path / "hub"), "--checkpoint-dir", str(tmp_path / "c")]
+    )
+    assert code == 0
+    assert (tmp_path / "c" / "ns3_facodec_decoder_v2.bin").read_bytes() == (
+        ckpt / "ns3_facodec_decoder_v2.bin"
+    ).read_bytes()
+
+
 class FakeSoundDevice:
     """Stands in for sounddevice: a Stream that feeds a file through the callback block by block."""
 

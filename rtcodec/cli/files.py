@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -17,6 +19,7 @@ def register(commands) -> None:
     c = commands.add_parser("download", help="fetch the published checkpoints into the Hugging Face cache")
     c.add_argument("--version", choices=["v1", "v2", "all"], default="all", help="which models (default: all)")
     c.add_argument("--cache-dir", help="hub cache folder (default: huggingface_hub's)")
+    c.add_argument("--checkpoint-dir", metavar="DIR", help="also copy the files here, for --checkpoint-dir elsewhere")
     c.set_defaults(run=run_download)
 
     c = commands.add_parser("encode", help="audio file to a .fac bitstream (4.8 kbit/s)")
@@ -55,6 +58,11 @@ def run_download(args: argparse.Namespace) -> None:
     for version in versions:
         paths = download(version, redecoder=version == "v1", cache_dir=args.cache_dir)
         for name, path in paths.items():
+            if args.checkpoint_dir:
+                target = Path(args.checkpoint_dir) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                audio.atomic_write(target, lambda tmp, source=path: shutil.copyfile(source, tmp))
+                path = target
             print(f"{name}: {path}")
 
 
