@@ -67,7 +67,7 @@ class _Stream:
         self.clock.restart(rows)
         for b in rows:
             self.emitted[b] = 0
-        self.valid = torch.ones(self.batch_size, 0, dtype=torch.bool)
+        self._nothing()
 
     def end(self, rows: Sequence[int]) -> None:
         """End the signals of `rows` now; their last outputs come out over the next pushes, then only invalid
@@ -92,9 +92,11 @@ class _Stream:
             data = torch.cat([self.pending, x], dim=2)
             hops = data.shape[2] // self.in_per_hop
             self.pending = data[..., hops * self.in_per_hop :]
-            out = self._tick(data[..., : hops * self.in_per_hop]) if hops else self._empty()
+            out = self._tick(data[..., : hops * self.in_per_hop]) if hops else self._nothing()
             if self.speculative:
+                valid = self.valid
                 out = torch.cat([out, self._speculate()], dim=2)
+                self.valid = torch.cat([valid, self.valid], dim=1)
         return out
 
     def _starts(self) -> list[int]:
@@ -112,7 +114,7 @@ class _Stream:
         """Feed the pending samples and then silence (beyond every row's end) until each row reaches `stops`."""
         needed = max(-(-(stop - start) // self.out_per_hop) for stop, start in zip(stops, self._starts()))
         if needed <= 0:
-            return self._empty()
+            return self._nothing()
         x = self.pending.new_zeros(self.batch_size, self.in_channels, needed * self.in_per_hop)
         x[..., : self.pending.shape[2]] = self.pending
         self.pending = self.pending[..., :0]
@@ -125,7 +127,7 @@ class _Stream:
         """Outputs up to the lookahead, computed on a copy of the state as if every open signal ended now."""
         stops = self._stops(final=False)
         if all(stop <= emitted for stop, emitted in zip(stops, self.emitted)):
-            return self._empty()
+            return self._nothing()
         saved = [state.clone() for state in self.states]
         hops, ends, pending = list(self.clock.hops), list(self.clock.ends), self.pending
         self.clock.ends = [self._received(b) if end is None else end for b, end in enumerate(ends)]
@@ -177,6 +179,11 @@ class _Stream:
 
     def _empty(self) -> torch.Tensor:
         return self.parameter.new_zeros(self.batch_size, self.out_channels, 0)
+
+    def _nothing(self) -> torch.Tensor:
+        """No output this time (and `valid` says so)."""
+        self.valid = torch.zeros(self.batch_size, 0, dtype=torch.bool)
+        return self._empty()
 
     def _check_open(self) -> None:
         if self.finished:

@@ -230,6 +230,7 @@ def test_lookahead_treats_the_missing_future_as_padding(vectors, lookahead):
         ends = [*range(137, wav.shape[2], 137), wav.shape[2]]
         for start, end in zip([0, *ends], ends):
             frames = stream.push(wav[..., start:end])
+            assert stream.valid.shape == (1, frames.shape[2]) and stream.valid.all()
             for frame in frames.unbind(2):
                 j = len(outs)
                 assert (j + 1) * hop + lookahead <= end, "a frame came out before its lookahead arrived"
