@@ -68,8 +68,7 @@ class Bitstream:
 
     def to_bytes(self) -> bytes:
         header = HEADER.pack(MAGIC, FORMAT_VERSION, self.model_version, SAMPLE_RATE, self.frames, CODEBOOKS, BITS)
-        speaker = self.speaker.detach().cpu().to(torch.float16).numpy().astype(">f2").tobytes()
-        body = header + speaker + pack_codes(self.codes.T.reshape(-1).cpu().numpy())
+        body = header + pack_speaker(self.speaker) + pack_frames(self.codes)
         return body + CRC.pack(zlib.crc32(body))
 
     @classmethod
@@ -96,10 +95,8 @@ class Bitstream:
                 f"{name} is {'truncated' if len(data) < expected else 'too long'}: "
                 f"{len(data)} bytes, {frames} frames need {expected}"
             )
-        offset = HEADER.size
-        speaker = np.frombuffer(data, ">f2", LATENT_CHANNELS, offset).astype(np.float32)
-        codes = unpack_codes(data[offset + SPEAKER_BYTES : -CRC.size], frames * books)
-        return cls(torch.from_numpy(codes).view(frames, books).T.contiguous(), torch.from_numpy(speaker), model)
+        speaker = unpack_speaker(data[HEADER.size : HEADER.size + SPEAKER_BYTES])
+        return cls(unpack_frames(data[HEADER.size + SPEAKER_BYTES : -CRC.size], frames), speaker, model)
 
     def save(self, path: str | Path) -> None:
         from .audio import atomic_write
@@ -118,13 +115,25 @@ def packed_size(bits: int) -> int:
     return (bits + 7) // 8
 
 
-def pack_codes(values: np.ndarray) -> bytes:
-    """Integers below 1024 as consecutive 10-bit fields, most significant bit first."""
-    shifts = np.arange(BITS - 1, -1, -1)
-    bits = (values.astype(np.int64)[:, None] >> shifts) & 1
+def pack_frames(codes: torch.Tensor) -> bytes:
+    """Codes `[6, T]` frame by frame as consecutive 10-bit fields, most significant bit first."""
+    values = codes.T.reshape(-1).cpu().numpy().astype(np.int64)
+    bits = (values[:, None] >> np.arange(BITS - 1, -1, -1)) & 1
     return np.packbits(bits.astype(np.uint8).reshape(-1)).tobytes()
 
 
-def unpack_codes(data: bytes, count: int) -> np.ndarray:
+def unpack_frames(data: bytes, frames: int) -> torch.Tensor:
+    """The codes `[6, frames]` that `pack_frames` wrote."""
+    count = frames * CODEBOOKS
     bits = np.unpackbits(np.frombuffer(data, np.uint8))[: count * BITS].reshape(count, BITS)
-    return (bits.astype(np.int64) << np.arange(BITS - 1, -1, -1)).sum(axis=1)
+    values = (bits.astype(np.int64) << np.arange(BITS - 1, -1, -1)).sum(axis=1)
+    return torch.from_numpy(values).view(frames, CODEBOOKS).T.contiguous()
+
+
+def pack_speaker(speaker: torch.Tensor) -> bytes:
+    """A speaker embedding `[256]` as big-endian fp16."""
+    return speaker.detach().cpu().reshape(-1).to(torch.float16).numpy().astype(">f2").tobytes()
+
+
+def unpack_speaker(data: bytes) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(data, ">f2", LATENT_CHANNELS).astype(np.float32))

@@ -214,11 +214,8 @@ class AntiAliased(_Windowed):
         channels = module.act.alpha.shape[0]
         super().__init__(channels)
         odd, even = polyphase_filters(module.up_filter.detach())
-        self.taps = (even, odd)
-        self.odd, self.even = odd.expand(channels, 1, -1), even.expand(channels, 1, -1)
+        self.even, self.odd, self.lowpass = even, odd, module.down_filter.detach().flatten()
         self.phases = torch.stack([odd, even], dim=1)  # [6, 2]: one matmul gives both, interleaved
-        self.lowpass = module.down_filter.detach().flatten()
-        self.down = self.lowpass.expand(channels, 1, -1)
         with torch.no_grad():
             self.alpha, self.inv_beta = module.act.prepared()
 
@@ -235,8 +232,8 @@ class AntiAliased(_Windowed):
         if small:
             up = (window.unfold(2, 6, 1).reshape(-1, 6) @ self.phases).view(x.shape[0], self.channels, -1)
         else:
-            odd = F.conv1d(window, self.odd, groups=self.channels)
-            even = F.conv1d(window, self.even, groups=self.channels)
+            odd = F.conv1d(window, self._depthwise(self.odd), groups=self.channels)
+            even = F.conv1d(window, self._depthwise(self.even), groups=self.channels)
             up = torch.stack([odd, even], dim=-1).flatten(2)
         up = snake_(up, self.alpha, self.inv_beta)
         firsts = [2 * first + 5 for first in self._firsts(clock)]
@@ -244,7 +241,10 @@ class AntiAliased(_Windowed):
         up = _fix_edges(up, firsts, lengths, replicate=True)
         if small:
             return (up.unfold(2, 12, 2).reshape(-1, 12) @ self.lowpass).view(x.shape[0], self.channels, -1)
-        return F.conv1d(up, self.down, stride=2, groups=self.channels)
+        return F.conv1d(up, self._depthwise(self.lowpass), stride=2, groups=self.channels)
+
+    def _depthwise(self, taps: torch.Tensor) -> torch.Tensor:
+        return taps.expand(self.channels, 1, -1)  # one filter for every channel
 
     def _fused(self, x, clock):
         """The Triton kernel clamps at the edges itself: the window goes in as it is."""
@@ -254,7 +254,7 @@ class AntiAliased(_Windowed):
         self.state.copy_(window[..., -self.context :])
         firsts = torch.tensor(self._firsts(clock))
         lengths = torch.tensor([1 << 40 if n is None else n for n in self._lengths(clock)])
-        filters = (*self.taps, self.lowpass)
+        filters = (self.even, self.odd, self.lowpass)
         return anti_aliased_snake(
             window, self.alpha.flatten(), self.inv_beta.flatten(), filters,
             firsts.to(x.device), lengths.to(x.device), self.REACH, x.shape[2],

@@ -21,12 +21,11 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .. import audio
-from ..bitstream import CODEBOOKS, BitstreamError, pack_codes, unpack_codes
-from ..config import HOP_LENGTH, LATENT_CHANNELS, SAMPLE_RATE
+from ..bitstream import CODEBOOKS, BitstreamError, pack_frames, pack_speaker, unpack_frames, unpack_speaker
+from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import CodecReceiver, CodecSender, speaker_embedding
 from .common import CommandError, add_model_options, load
 
@@ -54,13 +53,9 @@ def parse(data: bytes) -> tuple[int, int, bytes]:
     return kind, seq, data[HEAD.size : -4]
 
 
-def speaker_payload(speaker: torch.Tensor) -> bytes:
-    return speaker.detach().cpu().reshape(-1).to(torch.float16).numpy().astype(">f2").tobytes()
-
-
 def codes_payload(first: int, codes: torch.Tensor) -> bytes:
     """Codes `[6, k]` of frames first .. first + k - 1."""
-    return CODES_HEAD.pack(first, codes.shape[1]) + pack_codes(codes.T.reshape(-1).cpu().numpy())
+    return CODES_HEAD.pack(first, codes.shape[1]) + pack_frames(codes)
 
 
 class Sender:
@@ -77,7 +72,7 @@ class Sender:
         return self.seq - 1
 
     def send_speaker(self) -> None:
-        self.send(packet(SPEAKER, self._next(), speaker_payload(self.speaker)))
+        self.send(packet(SPEAKER, self._next(), pack_speaker(self.speaker)))
 
     def push(self, codes: torch.Tensor) -> None:
         """Codes `[6, 1, k]` of the next frames."""
@@ -102,7 +97,7 @@ class Receiver:
 
     decoder: torch.nn.Module
     request: Callable[[], None] = lambda: None
-    receiver: CodecReceiver | None = None
+    codec: CodecReceiver | None = None  # once the speaker embedding has come
     next_frame: int = 0
     last: torch.Tensor | None = None
     lost_frames: int = 0
@@ -118,26 +113,24 @@ class Receiver:
         except BitstreamError:
             self.damaged_packets += 1
             return
-        if kind == SPEAKER and self.receiver is None:
-            speaker = torch.from_numpy(np.frombuffer(payload, ">f2", LATENT_CHANNELS).astype(np.float32))
-            self.receiver = CodecReceiver(self.decoder, speaker[None])
+        if kind == SPEAKER and self.codec is None:
+            self.codec = CodecReceiver(self.decoder, unpack_speaker(payload)[None])
             for first, codes in self.waiting:
                 self._codes(first, codes)
             self.waiting.clear()
         elif kind == CODES:
             first, count = CODES_HEAD.unpack_from(payload)
-            values = unpack_codes(payload[CODES_HEAD.size :], count * CODEBOOKS)
-            codes = torch.from_numpy(values).view(count, CODEBOOKS).T
-            if self.receiver is None:
+            codes = unpack_frames(payload[CODES_HEAD.size :], count)
+            if self.codec is None:
                 self.waiting.append((first, codes))
                 self.request()
             else:
                 self._codes(first, codes)
         elif kind == END:
             (total,) = struct.unpack(">I", payload)
-            if self.receiver is not None:
+            if self.codec is not None:
                 self._conceal(total - self.next_frame)
-                self.out.append(self.receiver.flush())
+                self.out.append(self.codec.flush())
             self.ended = True
 
     def _codes(self, first: int, codes: torch.Tensor) -> None:
@@ -155,7 +148,7 @@ class Receiver:
         self._decode(filler.expand(-1, missing))
 
     def _decode(self, codes: torch.Tensor) -> None:
-        self.out.append(self.receiver.push(codes[:, None]))
+        self.out.append(self.codec.push(codes[:, None]))
         self.next_frame += codes.shape[1]
         self.last = codes[:, -1:]
 
