@@ -2,7 +2,8 @@
 
 Full-size models with random weights (the official weights cannot be downloaded here), the shared speech
 clips (3 s of each), one-hop pushes. Encoder lookahead: share of frames whose six codes differ from exact
-mode, and the SNR of the decoded audio against exact. Decoder lookahead: SNR of the audio against exact.
+mode, the SNR of the encoder output and of the decoded audio against exact. Decoder lookahead: SNR of the
+audio against exact.
 """
 
 from __future__ import annotations
@@ -45,18 +46,19 @@ def main() -> None:
                 got = stream(encoder.stream(lookahead=n), wav, 200)
                 got_emb, got_codes, *_ = decoder(got)
                 changed = (got_codes != codes).any(dim=0).float().mean().item()
-                rows_enc.append((n, changed, snr_db(decoder.inference(got_emb, spk), audio)))
+                rows_enc.append((n, changed, snr_db(got, enc), snr_db(decoder.inference(got_emb, spk), audio)))
             for n in DECODER_LOOKAHEADS:
                 got = stream(decoder.stream(spk, lookahead=n), emb, 1)
                 rows_dec.append((n, snr_db(got, audio)))
-    print("| encoder lookahead (samples / ms) | frames with changed codes | SNR of decoded audio (dB) |")
-    print("|---|---|---|")
+    print("| encoder lookahead (samples / ms) | frames with changed codes | SNR (dB): encoder output | decoded audio |")
+    print("|---|---|---|---|")
     for n in ENCODER_LOOKAHEADS:
         mine = [r for r in rows_enc if r[0] == n]
         changed = sum(r[1] for r in mine) / len(mine)
-        snr = ", ".join(f"{r[2]:.1f}" for r in mine)
-        print(f"| {n} / {n / 16:g} | {100 * changed:.1f} % | {snr} |")
-    print(f"| exact: {encoder.stream().lookahead_samples} | 0 % | exact |")
+        latent = ", ".join(f"{r[2]:.1f}" for r in mine)
+        snr = ", ".join(f"{r[3]:.1f}" for r in mine)
+        print(f"| {n} / {n / 16:g} | {100 * changed:.1f} % | {latent} | {snr} |")
+    print(f"| exact: {encoder.stream().lookahead_samples} | 0 % | exact | exact |")
     print()
     print("| decoder lookahead (samples / ms) | SNR of audio (dB) |")
     print("|---|---|")
