@@ -238,9 +238,9 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     assert code == 1 and "--reference" in err
 
 
-def _send_receive(ckpt, clip, out: Path, port: int, drop) -> str:
+def _send_receive(ckpt, clip, out: Path, port: int, drop, timeout: float = 30.0) -> str:
     ready = threading.Event()
-    receive = Namespace(port=port, output=str(out), timeout=30.0, checkpoint_dir=str(ckpt), device="cpu")
+    receive = Namespace(port=port, output=str(out), timeout=timeout, checkpoint_dir=str(ckpt), device="cpu")
     thread = threading.Thread(target=net.run_receive, args=(receive, ready.set))
     thread.start()
     assert ready.wait(60)
@@ -286,4 +286,11 @@ def test_send_receive_over_loopback_udp(ckpt, clips, tmp_path, capsys):
 
 def test_receiver_asks_for_the_speaker_when_it_missed_it(ckpt, clips, tmp_path, capsys):
     out = _send_receive(ckpt, clips["rms"], tmp_path / "o.wav", 50603, lambda seq: seq == 0)
+    assert sf.read(out)[0].shape == (16000,)
+
+
+def test_a_lost_end_packet_ends_the_signal_after_the_timeout(ckpt, clips, tmp_path, capsys):
+    # 1 s = 80 frames: the speaker packet, 20 packets of codes, then the end packet (sequence number 21).
+    out = _send_receive(ckpt, clips["rms"], tmp_path / "o.wav", 50604, lambda seq: seq >= 21, timeout=3.0)
+    assert "ending the signal here" in capsys.readouterr().err
     assert sf.read(out)[0].shape == (16000,)

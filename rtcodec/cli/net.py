@@ -35,6 +35,7 @@ HEAD = struct.Struct(">4sBI")
 CODES_HEAD = struct.Struct(">IB")
 CRC = struct.Struct(">I")
 DEFAULT_PORT = 50555
+END_REPEATS = 3  # the end packet goes out this often: losing it would leave the receiver waiting
 ENROLL_SECONDS = 3.0  # microphone audio taken for the speaker embedding before the stream starts
 
 
@@ -88,7 +89,9 @@ class Sender:
     def end(self) -> None:
         if self.pending.shape[1]:
             self._send_codes(self.pending.shape[1])
-        self.send(packet(END, self._next(), struct.pack(">I", self.frames)))
+        end = packet(END, self._next(), struct.pack(">I", self.frames))
+        for _ in range(END_REPEATS):
+            self.send(end)
 
 
 @dataclass
@@ -127,11 +130,16 @@ class Receiver:
             else:
                 self._codes(first, codes)
         elif kind == END:
-            (total,) = struct.unpack(">I", payload)
-            if self.codec is not None:
-                self._conceal(total - self.next_frame)
-                self.out.append(self.codec.flush())
-            self.ended = True
+            self.finish(struct.unpack(">I", payload)[0])
+
+    def finish(self, total: int | None = None) -> None:
+        """The signal ended after `total` frames (None: as many as arrived); decode what is left."""
+        if self.ended:
+            return
+        if self.codec is not None:
+            self._conceal((total or self.next_frame) - self.next_frame)
+            self.out.append(self.codec.flush())
+        self.ended = True
 
     def _codes(self, first: int, codes: torch.Tensor) -> None:
         if first < self.next_frame:
@@ -254,7 +262,11 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
             try:
                 data, sender_address = sock.recvfrom(65536)
             except TimeoutError:
-                raise CommandError(f"no packet for {args.timeout:g} s; is the sender running?") from None
+                if receiver.codec is None:
+                    raise CommandError(f"no packet for {args.timeout:g} s; is the sender running?") from None
+                print(f"no packet for {args.timeout:g} s: ending the signal here", file=sys.stderr)
+                receiver.finish()
+                break
             before = len(receiver.out)
             receiver.handle(data)
             if player:
