@@ -137,7 +137,7 @@ class Receiver:
         if self.ended:
             return
         if self.codec is not None:
-            self._conceal((total or self.next_frame) - self.next_frame)
+            self._conceal(0 if total is None else total - self.next_frame)
             self.out.append(self.codec.flush())
         self.ended = True
 
@@ -259,6 +259,7 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
     player = None if args.output else _Player()
     try:
         while not receiver.ended:
+            before = len(receiver.out)
             try:
                 data, sender_address = sock.recvfrom(65536)
             except TimeoutError:
@@ -266,10 +267,9 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
                     raise CommandError(f"no packet for {args.timeout:g} s; is the sender running?") from None
                 print(f"no packet for {args.timeout:g} s: ending the signal here", file=sys.stderr)
                 receiver.finish()
-                break
-            before = len(receiver.out)
-            receiver.handle(data)
-            if player:
+            else:
+                receiver.handle(data)
+            if player:  # what the timeout's finish decoded is played too
                 player.play(receiver.out[before:])
     finally:
         sock.close()
