@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU, from the repository root: the GPU tests, then the GPU benchmark, which
-# writes bench/results/gpu-<card>-<date>.json (commit it).
+# writes bench/results/gpu-<card>-<date>.json (commit it). Arguments go to the benchmark (e.g. --output).
 set -euo pipefail
 unset TRITON_INTERPRET
-python -m pytest -q tests/test_kernels.py tests/test_golden.py tests/test_streaming.py
-python -m bench.gpu "$@"
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_cuda.py
+"$PYTHON" -m bench.gpu "$@"

@@ -57,11 +57,16 @@ class SpeakerConditionedDecoder(PublishedCheckpointMixin, nn.Module):
         return self
 
     def stream(
-        self, speaker_embedding: torch.Tensor, batch_size: int = 1, lookahead: int | None = None
+        self,
+        speaker_embedding: torch.Tensor,
+        batch_size: int = 1,
+        lookahead: int | None = None,
+        cuda_graph: bool | None = None,
     ) -> DecoderStream:
         """A stream of `inference`: pushed latent frames in, final audio samples out; exact, or with at most
-        `lookahead` samples of lookahead (see `rtcodec.streaming`)."""
-        return DecoderStream(self, speaker_embedding, batch_size, lookahead)
+        `lookahead` samples of lookahead; on CUDA, steady ticks are replayed from CUDA graphs unless
+        `cuda_graph=False` (see `rtcodec.streaming`)."""
+        return DecoderStream(self, speaker_embedding, batch_size, lookahead, cuda_graph)
 
 
 class FACodecDecoder(SpeakerConditionedDecoder):

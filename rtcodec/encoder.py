@@ -36,10 +36,12 @@ class FACodecEncoder(PublishedCheckpointMixin, nn.Module):
     def inference(self, wav: torch.Tensor) -> torch.Tensor:
         return self(wav)
 
-    def stream(self, batch_size: int = 1, lookahead: int | None = None) -> EncoderStream:
-        """Pushed audio in, final frames out: exact, or with at most `lookahead` samples of lookahead
-        (see `rtcodec.streaming`)."""
-        return EncoderStream(self, batch_size, lookahead)
+    def stream(
+        self, batch_size: int = 1, lookahead: int | None = None, cuda_graph: bool | None = None
+    ) -> EncoderStream:
+        """Pushed audio in, final frames out: exact, or with at most `lookahead` samples of lookahead; on CUDA,
+        steady ticks are replayed from CUDA graphs unless `cuda_graph=False` (see `rtcodec.streaming`)."""
+        return EncoderStream(self, batch_size, lookahead, cuda_graph)
 
 
 class FACodecEncoderV2(FACodecEncoder):

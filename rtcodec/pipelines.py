@@ -57,11 +57,16 @@ class CodecSender(_Pipeline):
     """Audio in, codes out: `push(wav [B, 1, n])` returns `[6, B, k]` codes of the frames final now."""
 
     def __init__(
-        self, encoder: FACodecEncoder, decoder: FACodecDecoder, batch_size: int = 1, lookahead: int | None = None
+        self,
+        encoder: FACodecEncoder,
+        decoder: FACodecDecoder,
+        batch_size: int = 1,
+        lookahead: int | None = None,
+        cuda_graph: bool | None = None,
     ) -> None:
         _check_models(encoder, decoder)
         self.decoder = decoder
-        self.encoder_stream = encoder.stream(batch_size, lookahead)
+        self.encoder_stream = encoder.stream(batch_size, lookahead, cuda_graph)
         self.stages = (self.encoder_stream,)
 
     def _codes(self, frames: torch.Tensor) -> torch.Tensor:
@@ -87,9 +92,10 @@ class CodecReceiver(_Pipeline):
         batch_size: int = 1,
         lookahead: int | None = None,
         use_residual: bool = True,
+        cuda_graph: bool | None = None,
     ) -> None:
         self.decoder, self.use_residual = decoder, use_residual
-        self.decoder_stream = decoder.stream(speaker, batch_size, lookahead)
+        self.decoder_stream = decoder.stream(speaker, batch_size, lookahead, cuda_graph)
         self.stages = (self.decoder_stream,)
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
@@ -109,7 +115,8 @@ class VoiceConversion(_Pipeline):
 
     The source's prosody and content codes are decoded without its residual codes (which carry its timbre
     details) and with the speaker embedding of `reference` (`[1, 1, L]` or `[B, 1, L]`), as in the published
-    recipe. `lookahead` is `(encoder, decoder)` samples, each None for exact.
+    recipe. `lookahead` is `(encoder, decoder)` samples, each None for exact. `cuda_graph` as in the streams
+    (default: on CUDA).
     """
 
     def __init__(
@@ -119,13 +126,14 @@ class VoiceConversion(_Pipeline):
         reference: torch.Tensor,
         batch_size: int = 1,
         lookahead: tuple[int | None, int | None] = (None, None),
+        cuda_graph: bool | None = None,
     ) -> None:
         _check_models(encoder, decoder)
         speaker = speaker_embedding(encoder, decoder, reference)
         if speaker.shape[0] == 1:
             speaker = speaker.expand(batch_size, -1)
-        self.sender = CodecSender(encoder, decoder, batch_size, lookahead[0])
-        self.receiver = CodecReceiver(decoder, speaker, batch_size, lookahead[1], use_residual=False)
+        self.sender = CodecSender(encoder, decoder, batch_size, lookahead[0], cuda_graph)
+        self.receiver = CodecReceiver(decoder, speaker, batch_size, lookahead[1], False, cuda_graph)
         self.stages = (self.sender.encoder_stream, self.receiver.decoder_stream)
 
     def push(self, source: torch.Tensor) -> torch.Tensor:

@@ -44,16 +44,21 @@ class Clock:
             self.hops[b], self.ends[b] = 0, None
 
 
+def _crosses(first: int, length: int | None, width: int) -> bool:
+    """Whether a window of `width` positions from `first` reaches before a signal's start or past its end."""
+    return first < 0 or (length is not None and first + width > length)
+
+
 def _fix_edges(window: torch.Tensor, firsts: list[int], lengths: list[int | None], replicate: bool) -> torch.Tensor:
     """Row b of `window` holds the positions `firsts[b] + i` of its signal: outside [0, length) put zeros, or
     the first / last sample (replicate padding). Only rows that cross an edge are touched."""
     width = window.shape[2]
     out = window
     for b, (first, length) in enumerate(zip(firsts, lengths)):
+        if not _crosses(first, length, width):
+            continue
         start = -first  # index of position 0
         stop = width if length is None else length - first  # index of the position just past the end
-        if start <= 0 and stop >= width:
-            continue
         if out is window:
             out = window.clone()
         row = out[b]
@@ -86,6 +91,11 @@ class StreamOp:
         """The first and last input position that output `j` reads (far from the edges)."""
         return j, j
 
+    def settled_hops(self) -> int:
+        """Hops after a signal's start from which no window reaches before the start: from then until the signal
+        ends, a tick does the same work on the same buffers every time (what a CUDA graph can replay)."""
+        return 0
+
 
 class _Windowed(StreamOp):
     """An operation reading a window of its input: `context` cached samples, then the tick's new samples."""
@@ -116,6 +126,10 @@ class _Windowed(StreamOp):
 
     def _firsts(self, clock: Clock) -> list[int]:
         return [hops * self.rate + self.offset - self.context for hops in clock.hops]
+
+    def settled_hops(self):
+        # The window starts at hops * rate + offset - context: not before position 0.
+        return max(0, -(-(self.context - self.offset) // self.rate))
 
     def _window(self, x: torch.Tensor, clock: Clock) -> torch.Tensor:
         window = torch.cat([self.state, x], dim=2) if self.context else x
@@ -252,13 +266,18 @@ class AntiAliased(_Windowed):
 
         window = torch.cat([self.state, x], dim=2)
         self.state.copy_(window[..., -self.context :])
-        firsts = torch.tensor(self._firsts(clock))
-        lengths = torch.tensor([1 << 40 if n is None else n for n in self._lengths(clock)])
+        firsts, lengths = self._firsts(clock), self._lengths(clock)
+        if any(_crosses(first, n, window.shape[2]) for first, n in zip(firsts, lengths)):
+            first = torch.tensor(firsts).to(x.device)
+            length = torch.tensor([1 << 40 if n is None else n for n in lengths]).to(x.device)
+        else:
+            # No clamp reaches an output: the kernel's offline defaults do, with no copy from the host (which
+            # a CUDA graph could not replay).
+            first = length = None
         filters = (self.even, self.odd, self.lowpass)
         return anti_aliased_snake(
-            window, self.alpha.flatten(), self.inv_beta.flatten(), filters,
-            firsts.to(x.device), lengths.to(x.device), self.REACH, x.shape[2],
-        )  # fmt: skip
+            window, self.alpha.flatten(), self.inv_beta.flatten(), filters, first, length, self.REACH, x.shape[2]
+        )
 
     def input_range(self, j):
         return j - self.REACH, j + self.REACH
@@ -295,6 +314,9 @@ class Chain(StreamOp):
             first, last = op.input_range(first)[0], op.input_range(last)[1]
         return first, last
 
+    def settled_hops(self):
+        return max(op.settled_hops() for op in self.ops)
+
 
 class Residual(StreamOp):
     """`x + inner(x)`: x is delayed by inner's delay in a fixed-length line."""
@@ -323,6 +345,9 @@ class Residual(StreamOp):
     def input_range(self, j):
         first, last = self.inner.input_range(j)
         return min(first, j), max(last, j)
+
+    def settled_hops(self):
+        return self.inner.settled_hops()
 
 
 def build(module: nn.Module) -> StreamOp:

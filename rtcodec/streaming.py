@@ -22,7 +22,7 @@ from torch import nn
 
 from . import validation
 from .layers.norm import timbre_norm
-from .stream_ops import Clock, build
+from .stream_ops import Clock, StreamOp, build
 
 
 class _Stream:
@@ -30,15 +30,23 @@ class _Stream:
 
     in_per_hop: int  # input samples (or frames) per hop
 
-    def __init__(self, stack: nn.Module, batch_size: int, in_channels: int, lookahead: int | None) -> None:
+    def __init__(
+        self, stack: nn.Module, batch_size: int, in_channels: int, lookahead: int | None, cuda_graph: bool | None
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if lookahead is not None and lookahead < 0:
             raise ValueError(f"lookahead must be a number of samples >= 0, got {lookahead}")
         self.op = build(stack)
         self.parameter = next(stack.parameters())
+        on_cuda = self.parameter.is_cuda
+        if cuda_graph and not on_cuda:
+            raise ValueError(f"cuda_graph=True needs the model on a CUDA device, not {self.parameter.device}")
+        #: per hops-per-tick, the captured tick (None: no capture)
+        self.graphs: dict[int, HopGraph] | None = {} if (on_cuda if cuda_graph is None else cuda_graph) else None
         self.batch_size, self.in_channels = batch_size, in_channels
         self.out_per_hop, self.out_offset, self.out_length = self.op.plan(self.in_per_hop, 0, lambda n: n)
+        self.settled_hops = self.op.settled_hops()
         self.states = self.op.allocate(batch_size, self.parameter.device, self.parameter.dtype)
         self.clock = Clock(batch_size)
         #: the exact mode's lookahead, in samples of audio
@@ -105,10 +113,21 @@ class _Stream:
     def _tick(self, x: torch.Tensor) -> torch.Tensor:
         """Run whole hops: every row advances by the same number of hops."""
         starts = self._starts()
-        y = self.op.step(x, self.clock)
+        y = self._step(x)
         hops = x.shape[2] // self.in_per_hop
         self.clock.hops = [h + hops for h in self.clock.hops]
         return self._emit(y, starts, self._stops(final=True))
+
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
+        """One tick, replayed from a CUDA graph where every row is settled and open (then a tick of this size
+        always does the same work on the same buffers), else run op by op."""
+        settled = min(self.clock.hops) >= self.settled_hops and all(end is None for end in self.clock.ends)
+        if self.graphs is None or not settled:
+            return self.op.step(x, self.clock)
+        hops = x.shape[2] // self.in_per_hop
+        if hops not in self.graphs:
+            self.graphs[hops] = HopGraph(self.op, self.clock)
+        return self.graphs[hops](x)
 
     def _drain(self, stops: list[int]) -> torch.Tensor:
         """Feed the pending samples and then silence (beyond every row's end) until each row reaches `stops`."""
@@ -158,12 +177,13 @@ class _Stream:
         self.emitted = [max(e, s + h) for e, s, h in zip(self.emitted, starts, hi)]
         first, last = min(lo), max(hi)
         out = y[..., first:last]
+        if len(set(lo)) == 1 and len(set(hi)) == 1:  # rows in step (the usual case): all of it is valid
+            self.valid = torch.ones(self.batch_size, last - first, dtype=torch.bool)
+            return out
         self.valid = torch.zeros(self.batch_size, last - first, dtype=torch.bool)
         for b, (low, high) in enumerate(zip(lo, hi)):
             self.valid[b, low - first : high - first] = True
-        if len(set(lo)) > 1 or len(set(hi)) > 1:  # rows out of step: zero what a row does not hand out
-            out = out * self.valid[:, None, :].to(out.device)
-        return out
+        return out * self.valid[:, None, :].to(out.device)  # zero what a row does not hand out
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -197,13 +217,46 @@ class _Stream:
         return validation.floating(x, f"pushed {what}", self.parameter.dtype)
 
 
+class HopGraph:
+    """Ticks of one size replayed from a CUDA graph: the input is copied into a static buffer, the states are
+    updated in place as in an eager tick, and the output is copied out of the graph's buffer."""
+
+    def __init__(self, op: StreamOp, clock: Clock) -> None:
+        self.op, self.clock = op, clock
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.graph is None:
+            return self._capture(x)
+        self.x.copy_(x)
+        self.graph.replay()
+        return self.y.clone()
+
+    def _capture(self, x: torch.Tensor) -> torch.Tensor:
+        # The first tick runs for real on a side stream, which also does the lazy set-up (Triton compiles, cuBLAS
+        # workspaces) that must not happen during a capture; capturing then records the kernels without running
+        # them, so the states are not touched twice.
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            y = self.op.step(x, self.clock)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        self.x = x.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.y = self.op.step(self.x, self.clock)
+        return y
+
+
 class EncoderStream(_Stream):
     """`push(wav [B, 1, n])` for any n >= 0 returns the encoder frames `[B, 256, k]` that are final now."""
 
-    def __init__(self, encoder: nn.Module, batch_size: int = 1, lookahead: int | None = None) -> None:
+    def __init__(
+        self, encoder: nn.Module, batch_size: int = 1, lookahead: int | None = None, cuda_graph: bool | None = None
+    ) -> None:
         self.in_per_hop = self.hop_length = encoder.hop_length
         self.out_channels = encoder.config.out_channels
-        super().__init__(encoder.block, batch_size, 1, lookahead)
+        super().__init__(encoder.block, batch_size, 1, lookahead, cuda_graph)
         #: samples of audio before a frame's first sample that it depends on
         self.left_context_samples = max(
             j * self.hop_length - self.op.input_range(j)[0] for j in range(1000, 1000 + self.hop_length)
@@ -230,10 +283,15 @@ class DecoderStream(_Stream):
     out_channels = 1
 
     def __init__(
-        self, decoder: nn.Module, speaker_embedding: torch.Tensor, batch_size: int = 1, lookahead: int | None = None
+        self,
+        decoder: nn.Module,
+        speaker_embedding: torch.Tensor,
+        batch_size: int = 1,
+        lookahead: int | None = None,
+        cuda_graph: bool | None = None,
     ) -> None:
         self.decoder, self.hop_length = decoder, decoder.hop_length
-        super().__init__(decoder.model, batch_size, decoder.in_channels, lookahead)
+        super().__init__(decoder.model, batch_size, decoder.in_channels, lookahead, cuda_graph)
         self.gamma, self.beta = self._timbre(speaker_embedding, batch_size)
         #: samples of audio before an output sample whose frames it depends on
         self.left_context_samples = max(

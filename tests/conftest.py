@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import torch
 
 from rtcodec import FACodecDecoder, FACodecDecoderV2, FACodecEncoder, FACodecEncoderV2, FACodecRedecoder
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# RTCODEC_SHARED points elsewhere, e.g. at a copy carried to a GPU machine.
+SHARED = Path(os.environ.get("RTCODEC_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 GOLDEN = SHARED / "facodec" / "golden"
 AUDIO = SHARED / "audio"
 OFFICIAL_KEYS = SHARED / "facodec" / "official_keys.json"

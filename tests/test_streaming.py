@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rtcodec import OFFICIAL, FACodecDecoder, FACodecEncoder, FACodecRedecoder
+from rtcodec import OFFICIAL, FACodecDecoder, FACodecEncoder, FACodecRedecoder, stream_ops
 
-from .conftest import golden_model, needs_golden, rel_err
+from .conftest import golden_kwargs, golden_model, needs_golden, rel_err
 
 TOL = 1e-5
 
@@ -204,6 +204,43 @@ def test_decoder_rows_take_new_speakers(vectors):
         row1 = signals(got[1])[0]
         offline = decoder.inference(emb[..., 1:], spk_b)[0]
         assert rel_err(row1, offline[:, : row1.shape[1]]) < TOL
+
+
+@needs_golden
+@pytest.mark.parametrize("which", ["encoder", "decoder"])
+def test_settled_ticks_reach_no_edge(monkeypatch, which):
+    """From `settled_hops` on, no window reaches before a signal's start (so a CUDA graph can replay the tick);
+    one hop earlier some window still does, and after a restart they do again."""
+    crossings = []
+
+    def crosses(first, length, width):
+        crossed = stream_ops_crosses(first, length, width)
+        crossings[-1] |= crossed
+        return crossed
+
+    stream_ops_crosses = stream_ops._crosses
+    monkeypatch.setattr(stream_ops, "_crosses", crosses)
+    if which == "encoder":
+        stream, hop = FACodecEncoder(ngf=4, out_channels=256).stream(), torch.zeros(1, 1, 200)
+    else:
+        stream, hop = FACodecDecoder(**golden_kwargs("decoder")).stream(torch.zeros(1, 256)), torch.zeros(1, 256, 1)
+    settled = stream.settled_hops
+    assert settled > 10
+    for _signal in range(2):  # the first signal, then one after a restart
+        ticks = []
+        for _ in range(settled + 5):
+            crossings.append(False)
+            ticks.append(stream.clock.hops[0])
+            stream.push(hop)
+        reached = dict(zip(ticks, crossings[-len(ticks) :]))
+        assert reached[settled - 1] and not any(reached[h] for h in ticks if h >= settled)
+        stream.reset()
+
+
+def test_cuda_graph_needs_cuda():
+    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device, not cpu"):
+        FACodecEncoder(ngf=4, out_channels=256).stream(cuda_graph=True)
+    assert FACodecEncoder(ngf=4, out_channels=256).stream().graphs is None
 
 
 def test_per_row_reset_needs_a_hop_boundary():
