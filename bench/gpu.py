@@ -176,18 +176,22 @@ def main() -> None:
             for graphs in (False,) if args.smoke else (True, False):
                 kernels.use(mode)
                 name = f"hop_batch1_{mode}_{'cuda_graphs' if graphs else 'eager'}"
-                report[name] = latency(hop_times(encoder, decoder, 1, hops, device, graphs, warm))
+                try:
+                    report[name] = latency(hop_times(encoder, decoder, 1, hops, device, graphs, warm))
+                except Exception as error:  # keep measuring the rest; the report says what failed
+                    report[name] = f"failed: {error!r}"
                 print(f"hop latency, batch 1, kernels {mode}, CUDA graphs {graphs}: {report[name]}")
                 save()
         kernels.use("torch" if args.smoke else "triton")
+        graphs = isinstance(report.get("hop_batch1_triton_cuda_graphs"), dict)
         report["realtime_streams"], report["hop_by_batch"] = 0, {}
         for batch in [1, 2] if args.smoke else [64, 256, 512, 1024, 2048, 4096]:
             try:
-                times = hop_times(encoder, decoder, batch, 8 if args.smoke else 50, device, not args.smoke, warm)
+                times = hop_times(encoder, decoder, batch, 8 if args.smoke else 50, device, graphs, warm)
             except torch.cuda.OutOfMemoryError:
                 report["hop_by_batch"][batch] = "out of memory"
                 break
-            report["hop_by_batch"][batch] = latency(times)
+            report["hop_by_batch"][batch] = {**latency(times), "cuda_graphs": graphs}
             print(f"batch {batch}: {report['hop_by_batch'][batch]}")
             if percentile(times, 0.99) >= HOP_SECONDS:
                 break
