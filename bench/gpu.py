@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import re
 import statistics
@@ -52,12 +53,34 @@ def timed(fn, device: torch.device, repeat: int) -> list[float]:
     return times
 
 
+def replayed(fn, repeat: int, calls: int = 10) -> float | None:
+    """Seconds of GPU time per call: `calls` calls captured in a CUDA graph, its replays timed with events (no
+    launch overhead in it). None where the function cannot be captured."""
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn()
+    except RuntimeError:
+        return None
+    return statistics.median(timed(graph.replay, torch.device("cuda"), repeat)) / calls
+
+
 def compare(name: str, fused, reference, args, device, repeat) -> dict:
-    t_fused = statistics.median(timed(lambda: fused(*args), device, repeat))
-    t_ref = statistics.median(timed(lambda: reference(*args), device, repeat))
-    result = {"kernel": name, "fused_us": 1e6 * t_fused, "torch_us": 1e6 * t_ref, "speedup": t_ref / t_fused}
+    """Each side's time per call as a caller sees it (launches included) and, on a GPU, its GPU time alone."""
+    result = {"kernel": name}
+    for side, fn in (("fused", fused), ("torch", reference)):
+        call = functools.partial(fn, *args)
+        result[f"{side}_us"] = 1e6 * statistics.median(timed(call, device, repeat))
+        gpu = replayed(call, repeat) if device.type == "cuda" else None
+        result[f"{side}_gpu_us"] = None if gpu is None else 1e6 * gpu
+    result["speedup"] = result["torch_us"] / result["fused_us"]
+    if result["fused_gpu_us"] and result["torch_gpu_us"]:
+        result["gpu_speedup"] = result["torch_gpu_us"] / result["fused_gpu_us"]
+    gpu_time = f"  GPU time x{result['gpu_speedup']:.2f}" if "gpu_speedup" in result else ""
     print(
-        f"{name:40s} fused {result['fused_us']:9.1f} us  torch {result['torch_us']:9.1f} us  x{result['speedup']:.2f}"
+        f"{name:40s} fused {result['fused_us']:9.1f} us  torch {result['torch_us']:9.1f} us  "
+        f"x{result['speedup']:.2f}{gpu_time}"
     )
     return result
 

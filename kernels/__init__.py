@@ -2,7 +2,7 @@
 
 - `rvq`: a residual group of factorized VQ layers (or the whole V1 chain) in one launch.
 - `timbre_norm`: LayerNorm over channels, then per-item gamma and beta, in one pass.
-- `snake`: the anti-aliased SnakeBeta (x2 upsampling, SnakeBeta, low-pass, x2 downsampling) in one pass.
+- `snake`: the anti-aliased SnakeBeta (x2 upsampling, SnakeBeta, low-pass, x2 downsampling) in two launches.
 
 Installed as `rtcodec.kernels`; nothing here imports rtcodec. Which implementation the models use is decided
 by `use()` (or the environment variable RTCODEC_KERNELS): "auto" (the default) runs Triton on CUDA tensors

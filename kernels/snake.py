@@ -1,5 +1,5 @@
-"""The anti-aliased SnakeBeta in one pass: x2 upsampling with the 12-tap filter, SnakeBeta, low-pass and x2
-downsampling, each output reading inputs j-5 .. j+5 straight from memory.
+"""The anti-aliased SnakeBeta: x2 upsampling with the 12-tap filter, SnakeBeta, low-pass and x2 downsampling,
+in two launches (upsampling and snake, then the low-pass), each output reading inputs j-5 .. j+5.
 
 The upsampling is done in polyphase form: upsampled sample 2c is `even . x[c-3 .. c+2]`, 2c+1 is
 `odd . x[c-2 .. c+3]`. Output j is `sum_k down[k] * s[2j + k - 5]` with `s = snake(upsampled)`. The
@@ -16,41 +16,56 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK_R, BLOCK_T = 8, 128  # rows (batch x channel) and outputs per program
+BLOCK = 1024  # elements per program: rows x positions, the positions a power of two up to 128
 
 
 @triton.jit
-def _snake_kernel(
-    x_ptr, y_ptr, alpha_ptr, inv_beta_ptr, even_ptr, odd_ptr, down_ptr, first_ptr, length_ptr,
-    R, C, W, start, count, BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr,
+def _up_snake_kernel(
+    x_ptr, s_ptr, alpha_ptr, inv_beta_ptr, even_ptr, odd_ptr, first_ptr, length_ptr,
+    R, C, W, start, S, BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
+    """s[r, i] = SnakeBeta of the upsampled signal at position 2 * (first + start) - 5 + i, clamped to it."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # b * C + c
     mask_r = rows < R
-    j = start + tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)  # window index of each output's centre
-    mask = mask_r[:, None] & (j < start + count)[None, :]
+    i = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+    mask = mask_r[:, None] & (i < S)[None, :]
     batch = rows // C
     first = tl.load(first_ptr + batch, mask=mask_r, other=0)[:, None]
     length = tl.load(length_ptr + batch, mask=mask_r, other=1)[:, None]
     alpha = tl.load(alpha_ptr + rows % C, mask=mask_r, other=0.0).to(tl.float32)[:, None]
     inv_beta = tl.load(inv_beta_ptr + rows % C, mask=mask_r, other=0.0).to(tl.float32)[:, None]
+    q = tl.minimum(tl.maximum(2 * (first + start) - 5 + i[None, :], 0), 2 * length - 1)
+    parity = q % 2
+    base = q // 2 - 3 + parity  # first input of the phase's 6 taps
     x_rows = x_ptr + rows[:, None] * W
+    u = tl.zeros([BLOCK_R, BLOCK_T], tl.float32)
+    for t in tl.static_range(6):
+        pos = tl.minimum(tl.maximum(base + t, 0), length - 1) - first  # clamp to the signal, then window
+        pos = tl.minimum(tl.maximum(pos, 0), W - 1)  # positions no output reads stay in bounds
+        xv = tl.load(x_rows + pos, mask=mask, other=0.0).to(tl.float32)
+        u += tl.where(parity == 1, tl.load(odd_ptr + t), tl.load(even_ptr + t)) * xv
+    sv = tl.sin(u * alpha)
+    tl.store(s_ptr + rows[:, None] * S + i[None, :], u + inv_beta * sv * sv, mask=mask)
+
+
+@triton.jit
+def _lowpass_kernel(s_ptr, y_ptr, down_ptr, R, S, count, BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr):
+    """y[r, j] = sum_k down[k] * s[r, 2j + k]: the 12-tap low-pass at every other position."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    j = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+    mask = (rows < R)[:, None] & (j < count)[None, :]
+    s_rows = s_ptr + rows[:, None] * S + 2 * j[None, :]
     acc = tl.zeros([BLOCK_R, BLOCK_T], tl.float32)
     for k in tl.static_range(12):
-        # Upsampled position read by tap k, clamped to the upsampled signal [0, 2 * length).
-        q = tl.minimum(tl.maximum(2 * (first + j[None, :]) + k - 5, 0), 2 * length - 1)
-        parity = q % 2
-        base = q // 2 - 3 + parity  # first input of the phase's 6 taps
-        u = tl.zeros([BLOCK_R, BLOCK_T], tl.float32)
-        for t in tl.static_range(6):
-            pos = tl.minimum(tl.maximum(base + t, 0), length - 1) - first  # clamp to the signal, then window
-            pos = tl.minimum(tl.maximum(pos, 0), W - 1)  # outputs that are not handed out stay in bounds
-            xv = tl.load(x_rows + pos, mask=mask, other=0.0).to(tl.float32)
-            tap = tl.where(parity == 1, tl.load(odd_ptr + t), tl.load(even_ptr + t))
-            u += tap * xv
-        sv = tl.sin(u * alpha)
-        acc += tl.load(down_ptr + k) * (u + inv_beta * sv * sv)
-    out = y_ptr + rows[:, None] * count + (j - start)[None, :]
-    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask)
+        acc += tl.load(down_ptr + k) * tl.load(s_rows + k, mask=mask, other=0.0)
+    tl.store(y_ptr + rows[:, None] * count + j[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def _blocks(rows: int, positions: int) -> tuple[int, int, tuple[int, int]]:
+    """Tile shape and grid: short windows (one hop of many streams) take many rows per program."""
+    block_t = min(128, triton.next_power_of_2(positions))
+    block_r = BLOCK // block_t
+    return block_r, block_t, (triton.cdiv(rows, block_r), triton.cdiv(positions, block_t))
 
 
 def _check(x, alpha, inv_beta, filters, first, length) -> None:
@@ -87,12 +102,18 @@ def anti_aliased_snake(
     y = torch.empty(b, c, count, device=x.device, dtype=x.dtype)
     if y.numel():
         even, odd, down = (f.float().contiguous() for f in filters)
-        grid = (triton.cdiv(b * c, BLOCK_R), triton.cdiv(count, BLOCK_T))
-        _snake_kernel[grid](
-            x.contiguous(), y, alpha.float().contiguous(), inv_beta.float().contiguous(), even, odd, down,
-            first.to(torch.int64).contiguous(), length.to(torch.int64).contiguous(), b * c, c, w, start, count,
-            BLOCK_R=BLOCK_R, BLOCK_T=BLOCK_T,
+        first, length = (t.to(device=x.device, dtype=torch.int64).contiguous() for t in (first, length))
+        # Two passes: the snake of the upsampled signal (2 * count + 10 positions, each computed once), then
+        # the low-pass. One pass would recompute each upsampled value for the 6 outputs that read it.
+        span = 2 * count + 10
+        s = torch.empty(b * c, span, device=x.device, dtype=torch.float32)
+        block_r, block_t, grid = _blocks(b * c, span)
+        _up_snake_kernel[grid](
+            x.contiguous(), s, alpha.float().contiguous(), inv_beta.float().contiguous(), even, odd, first, length,
+            b * c, c, w, start, span, BLOCK_R=block_r, BLOCK_T=block_t,
         )  # fmt: skip
+        block_r, block_t, grid = _blocks(b * c, count)
+        _lowpass_kernel[grid](s, y, down, b * c, span, count, BLOCK_R=block_r, BLOCK_T=block_t)
     return y
 
 

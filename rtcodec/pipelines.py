@@ -71,7 +71,9 @@ class CodecSender(_Pipeline):
 
     def _codes(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.shape[2] == 0:
-            return torch.zeros(self.decoder.config.num_codebooks, frames.shape[0], 0, dtype=torch.long)
+            return torch.zeros(
+                self.decoder.config.num_codebooks, frames.shape[0], 0, dtype=torch.long, device=frames.device
+            )
         with torch.inference_mode():
             return self.decoder._quantize(frames, frames, None)[1]
 
@@ -100,7 +102,7 @@ class CodecReceiver(_Pipeline):
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         if isinstance(codes, torch.Tensor) and codes.dim() == 3 and codes.shape[2] == 0:  # no frame yet
-            emb = torch.zeros(codes.shape[1], self.decoder.in_channels, 0, device=codes.device)
+            emb = self.decoder_stream.parameter.new_zeros(codes.shape[1], self.decoder.in_channels, 0)
         else:
             with torch.inference_mode():
                 emb = self.decoder.vq2emb(codes, self.use_residual)
