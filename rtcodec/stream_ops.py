@@ -28,8 +28,13 @@ from .layers.blocks import DecoderBlock, EncoderBlock, ResidualUnit
 Length = Callable[[int], int]  # a signal's length (top-level input units) to an operation's input length
 
 # Up to this many new input samples per tick, convolutions run as unfold + matmul: torch's CPU convolutions
-# cost 0.1 ms or more per call whatever the size, which dominates a one-hop tick; above it they win.
-SMALL_TICK = 512
+# cost 0.1 ms or more per call whatever the size, which dominates a one-hop tick; above it they win. On an
+# H100, cuDNN won at every size (bench/results/gpu-*.json: 256 real-time streams against 192).
+SMALL_TICK = {"cpu": 512, "cuda": 0}
+
+
+def _small(x: torch.Tensor) -> bool:
+    return x.shape[2] <= SMALL_TICK.get(x.device.type, 0)
 
 
 class Clock:
@@ -168,7 +173,7 @@ class Conv(_Windowed):
         window = self._window(x, clock)
         count = x.shape[2] // self.stride
         window = window[..., : (count - 1) * self.stride + self.span]
-        if x.shape[2] > SMALL_TICK:
+        if not _small(x):
             return F.conv1d(window, self.weight, self.bias, self.stride, 0, self.dilation)
         cols = window.unfold(2, self.span, self.stride)[..., :: self.dilation]  # [B, in, count, kernel]
         return F.linear(cols.transpose(1, 2).flatten(2), self.matrix, self.bias).transpose(1, 2)
@@ -241,7 +246,7 @@ class AntiAliased(_Windowed):
         if kernels.enabled(x):
             return self._fused(x, clock)
         window = self._window(x, clock)
-        small = x.shape[2] <= SMALL_TICK
+        small = _small(x)
         # Window position i is x[first + i]; the phases cover upsampled positions 2 * first + 5 onwards.
         if small:
             up = (window.unfold(2, 6, 1).reshape(-1, 6) @ self.phases).view(x.shape[0], self.channels, -1)
