@@ -11,6 +11,10 @@ future); the rest of the stream stays exact, so its error does not accumulate.
 Rows of a batch are independent signals: `reset(rows)` starts new signals in some rows and `end(rows)` ends
 them, while the other rows go on. Rows that started at different times hand out different positions in
 one push; `valid` then says which entries of the returned tensor are real.
+
+On CUDA, ticks in which every row is settled (`settled_hops` after its start) and open replay from CUDA
+graphs (`HopGraph`, one per tick size): such a tick always does the same work on the same buffers. The other
+ticks run op by op, with the same result.
 """
 
 from __future__ import annotations
