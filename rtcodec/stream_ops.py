@@ -29,7 +29,8 @@ Length = Callable[[int], int]  # a signal's length (top-level input units) to an
 
 # Up to this many new input samples per tick, convolutions run as unfold + matmul: torch's CPU convolutions
 # cost 0.1 ms or more per call whatever the size, which dominates a one-hop tick; above it they win. On an
-# H100, cuDNN won at every size (bench/results/gpu-*.json: 256 real-time streams against 192).
+# H100, cuDNN won at one-hop ticks for every batch tried (bench/results/gpu-*.json: 256 real-time streams
+# against 192).
 SMALL_TICK = {"cpu": 512, "cuda": 0}
 
 

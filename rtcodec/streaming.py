@@ -46,8 +46,9 @@ class _Stream:
         on_cuda = self.parameter.is_cuda
         if cuda_graph and not on_cuda:
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, not {self.parameter.device}")
-        #: per hops-per-tick, the captured tick (None: no capture)
-        self.graphs: dict[int, HopGraph] | None = {} if (on_cuda if cuda_graph is None else cuda_graph) else None
+        use_graphs = on_cuda if cuda_graph is None else cuda_graph
+        #: the captured ticks, by hops per tick (None: ticks always run op by op)
+        self.graphs: dict[int, HopGraph] | None = {} if use_graphs else None
         self.batch_size, self.in_channels = batch_size, in_channels
         self.out_per_hop, self.out_offset, self.out_length = self.op.plan(self.in_per_hop, 0, lambda n: n)
         self.settled_hops = self.op.settled_hops()
@@ -228,6 +229,7 @@ class HopGraph:
     def __init__(self, op: StreamOp, clock: Clock) -> None:
         self.op, self.clock = op, clock
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.x = self.y = None  # the graph's input and output buffers
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.graph is None:
