@@ -1,8 +1,9 @@
 """The GPU benchmark: `bash bench/gpu_run.sh` on a machine with an NVIDIA GPU writes
 bench/results/gpu-<card>-<date>.json with the card, torch and triton versions, each kernel's time and speedup
-over its torch reference at full-size shapes, streaming voice-conversion hop latency at batch 1 (with and
-without the kernels, with and without CUDA graphs), and how many real-time streams one card sustains (the
-largest batch tried whose one-hop push stays under 12.5 ms at p99).
+over its torch reference at full-size shapes (per call, and GPU time alone from graph replays), streaming
+voice-conversion hop latency at batch 1 (with and without the kernels, with and without CUDA graphs, and where
+a graphed hop's time goes), and how many real-time streams one card sustains (the largest batch tried whose
+one-hop push stays under 12.5 ms at p99, with the short convolutions as unfold + matmul and through cuDNN).
 
 `--smoke` runs the same code at tiny sizes on the CPU under TRITON_INTERPRET=1 (CI checks the script works;
 its figures mean nothing).
@@ -31,7 +32,7 @@ from .common import models
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HOP_SECONDS = 0.0125
-WARM_HOPS = 80  # the VC pipeline settles after about 26 + 28 hops (the encoder's lookahead, then the decoder's)
+WARM_HOPS = 80  # the encoder settles after 30 hops, the decoder 28 frames after its first (hop 26)
 
 
 def timed(fn, device: torch.device, repeat: int) -> list[float]:
