@@ -232,11 +232,12 @@ class HopGraph:
         self.x = self.y = None  # the graph's input and output buffers
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.graph is None:
-            return self._capture(x)
-        self.x.copy_(x)
-        self.graph.replay()
-        return self.y.clone()
+        with torch.cuda.device(x.device):  # streams and graphs belong to the current device: make it the model's
+            if self.graph is None:
+                return self._capture(x)
+            self.x.copy_(x)
+            self.graph.replay()
+            return self.y.clone()
 
     def _capture(self, x: torch.Tensor) -> torch.Tensor:
         # The first tick runs for real on a side stream, which also does the lazy set-up (Triton compiles, cuBLAS
