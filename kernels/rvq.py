@@ -181,11 +181,11 @@ def rvq_chain(x, in_w, in_b, codebook, out_w, out_b, groups=(1, 2, 3)) -> tuple[
 
 def rvq_chain_reference(x, in_w, in_b, codebook, out_w, out_b, groups=(1, 2, 3)) -> tuple[torch.Tensor, torch.Tensor]:
     bounds = [0, groups[0], groups[0] + groups[1], sum(groups)]
-    params = [(in_w, in_b, codebook, out_w, out_b)]
+    params = (in_w, in_b, codebook, out_w, out_b)
     outs, codes = [], []
     for g, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
         source = x if g < 2 else (x.float() - (outs[0].float() + outs[1].float())).to(x.dtype)
-        out, c = rvq_group_reference(source, *(p[lo:hi] for p in params[0]))
+        out, c = rvq_group_reference(source, *(p[lo:hi] for p in params))
         outs.append(out)
         codes.append(c)
     return torch.stack(outs), torch.cat(codes)

@@ -33,10 +33,14 @@ def load(args: argparse.Namespace, version: str, redecoder: bool = False) -> Pre
     return from_pretrained(version, device, checkpoint_dir=args.checkpoint_dir, redecoder=redecoder)
 
 
+def device_of(models: Pretrained) -> torch.device:
+    return models.decoder.timbre_linear.weight.device
+
+
 @torch.inference_mode()
 def encode(models: Pretrained, wav: torch.Tensor, version: str) -> Bitstream:
     """Codes and speaker embedding of a `[1, 1, L]` clip."""
-    wav = wav.to(models.decoder.timbre_linear.weight.device)
+    wav = wav.to(device_of(models))
     bar = ProgressBar("encoding")
     enc = encode_offline(models.encoder, wav, progress=bar)
     bar.close()
@@ -50,7 +54,7 @@ def encode(models: Pretrained, wav: torch.Tensor, version: str) -> Bitstream:
 @torch.inference_mode()
 def decode(models: Pretrained, bits: Bitstream) -> torch.Tensor:
     """Audio `[1, 1, 200 * T]` of a bitstream, in the voice of its speaker embedding."""
-    device = models.decoder.timbre_linear.weight.device
+    device = device_of(models)
     emb = models.decoder.vq2emb(bits.codes[:, None].to(device))
     bar = ProgressBar("decoding")
     audio = decode_offline(models.decoder, emb, bits.speaker[None].to(device), progress=bar)

@@ -10,9 +10,10 @@ import torch
 
 from .. import audio
 from ..bitstream import Bitstream
+from ..config import SAMPLE_RATE
 from ..hub import download
 from ..streaming import decode_offline
-from .common import CommandError, add_model_options, decode, encode, load
+from .common import CommandError, add_model_options, decode, device_of, encode, load
 
 
 def register(commands) -> None:
@@ -70,7 +71,7 @@ def run_encode(args: argparse.Namespace) -> None:
     wav = audio.read(args.input)
     bits = encode(load(args, args.model), wav, args.model)
     bits.save(args.output)
-    seconds = wav.shape[2] / 16000
+    seconds = wav.shape[2] / SAMPLE_RATE
     print(f"{args.output}: {bits.frames} frames, {len(bits.to_bytes())} bytes ({seconds:.2f} s of audio)")
 
 
@@ -93,7 +94,7 @@ def run_convert(args: argparse.Namespace) -> None:
     models = load(args, version, redecoder=args.model == "redecoder")
     src, ref = encode(models, source, version), encode(models, reference, version)
     codes, speaker = src.codes[:, None], ref.speaker[None]
-    device = models.decoder.timbre_linear.weight.device
+    device = device_of(models)
     codes, speaker = codes.to(device), speaker.to(device)
     if args.model == "redecoder":
         emb = models.redecoder.vq2emb(codes, speaker, use_residual=False)
