@@ -30,7 +30,10 @@ def _check_models(encoder: FACodecEncoder, decoder: FACodecDecoder) -> None:
 
 @torch.inference_mode()
 def speaker_embedding(encoder: FACodecEncoder, decoder: FACodecDecoder, wav: torch.Tensor) -> torch.Tensor:
-    """The speaker embedding `[B, 256]` of a clip `[B, 1, L]` (offline: the timbre encoder sees all of it)."""
+    """The speaker embedding `[B, 256]` of a clip `[B, 1, L]` (offline: the timbre encoder sees all of it), on
+    the models' device wherever the clip is."""
+    if isinstance(wav, torch.Tensor):
+        wav = wav.to(encoder.block[0].weight.device)
     return decoder.speaker_embedding(encoder(wav))
 
 
@@ -104,6 +107,8 @@ class CodecReceiver(_Pipeline):
         if isinstance(codes, torch.Tensor) and codes.dim() == 3 and codes.shape[2] == 0:  # no frame yet
             emb = self.decoder_stream.parameter.new_zeros(codes.shape[1], self.decoder.in_channels, 0)
         else:
+            if isinstance(codes, torch.Tensor):  # codes arrive from the network on the CPU
+                codes = codes.to(self.decoder_stream.parameter.device)
             with torch.inference_mode():
                 emb = self.decoder.vq2emb(codes, self.use_residual)
         return self.decoder_stream.push(emb)

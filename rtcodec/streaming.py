@@ -219,7 +219,8 @@ class _Stream:
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or tuple(x.shape[:2]) != expected:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"push takes {what} shaped [{expected[0]}, {expected[1]}, n], got {shape}")
-        return validation.floating(x, f"pushed {what}", self.parameter.dtype)
+        # Pushes may come from wherever the audio is (a microphone gives CPU tensors): onto the model's device.
+        return validation.floating(x, f"pushed {what}", self.parameter.dtype).to(self.parameter.device)
 
 
 class HopGraph:
@@ -307,7 +308,7 @@ class DecoderStream(_Stream):
         )
 
     def _timbre(self, speaker_embedding: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        spk = self.decoder._speaker(speaker_embedding, batch)
+        spk = self.decoder._speaker(speaker_embedding, batch).to(self.parameter.device)
         with torch.inference_mode():
             return self.decoder.timbre_linear(spk).chunk(2, dim=1)
 
