@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtcodec import OFFICIAL, SAMPLE_RATE, FACodecDecoder, FACodecEncoder
+from rtcodec import HOP_LENGTH, OFFICIAL, SAMPLE_RATE, FACodecDecoder, FACodecEncoder
 from rtcodec.pipelines import VoiceConversion
 from rtcodec.streaming import decode_offline, encode_offline
 
 AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+HOP_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 12.5 ms: the real-time budget of a one-hop push
 
 
 def models() -> tuple[FACodecEncoder, FACodecDecoder]:
@@ -55,3 +56,13 @@ def stream_push_times(encoder, decoder, wav: torch.Tensor, hops_per_push: int) -
         pipeline.push(wav[..., i : i + step])
         times.append(time.perf_counter() - start)
     return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency(times: list[float]) -> dict:
+    """p50 and p99 of per-push times in seconds, in milliseconds."""
+    return {"p50_ms": 1000 * percentile(times, 0.5), "p99_ms": 1000 * percentile(times, 0.99)}

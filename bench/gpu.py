@@ -28,10 +28,9 @@ from rtcodec.kernels.timbre_norm import timbre_norm, timbre_norm_reference
 from rtcodec import kernels, stream_ops
 from rtcodec.layers.activation import AntiAliasedSnake
 
-from .common import models
+from .common import HOP_SECONDS, latency, models, percentile
 
 RESULTS = Path(__file__).resolve().parent / "results"
-HOP_SECONDS = 0.0125
 WARM_HOPS = 80  # the encoder settles after 30 hops, the decoder 28 frames after its first (hop 26)
 
 
@@ -163,15 +162,6 @@ def breakdown(encoder, decoder, hops: int, device: torch.device, warm: int) -> d
         replay = stream.graphs[1].graph.replay
         result[f"{name}_graph_gpu_ms"] = 1000 * statistics.median(timed(replay, device, hops))
     return result
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def latency(times: list[float]) -> dict:
-    return {"p50_ms": 1000 * percentile(times, 0.5), "p99_ms": 1000 * percentile(times, 0.99)}
 
 
 def main() -> None:

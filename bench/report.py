@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .common import models, round_trip, speech, stream_push_times
+from .common import HOP_SECONDS, latency, models, round_trip, speech, stream_push_times
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECONDS = 10.0
@@ -50,12 +50,10 @@ def run_stage(name: str) -> dict:
         wav = speech(STREAM_SECONDS)
         stream_push_times(encoder, decoder, wav[..., :16000], hops)  # warm-up
         times = min((stream_push_times(encoder, decoder, wav, hops) for _ in range(REPEAT)), key=sum)
-        ordered = sorted(times)
         result = {
             "hops_per_push": hops,
-            "p50_ms": 1000 * ordered[len(ordered) // 2],
-            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-            "rtf": sum(times) / (len(times) * hops * 0.0125),
+            **latency(times),
+            "rtf": sum(times) / (len(times) * hops * HOP_SECONDS),
             "push_ms": [1000 * t for t in times],
         }
     else:

@@ -10,7 +10,7 @@ import torch
 
 from rtcodec.streaming import decode_offline, encode_offline
 
-from .common import models, round_trip, speech, stream_push_times
+from .common import HOP_SECONDS, latency, models, round_trip, speech, stream_push_times
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +50,4 @@ def test_streaming_voice_conversion(benchmark, setup, hops):
     """One round streams 2 s; `extra_info` has the per-push p50/p99 (ms) and the real-time factor."""
     encoder, decoder, wav, _, _ = setup
     times = benchmark.pedantic(stream_push_times, args=(encoder, decoder, wav[..., :32000], hops), rounds=1)
-    ordered = sorted(times)
-    benchmark.extra_info.update(
-        p50_ms=1000 * ordered[len(ordered) // 2],
-        p99_ms=1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-        rtf=sum(times) / (len(times) * hops * 0.0125),
-    )
+    benchmark.extra_info.update(**latency(times), rtf=sum(times) / (len(times) * hops * HOP_SECONDS))
