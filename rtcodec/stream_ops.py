@@ -38,6 +38,27 @@ def _small(x: torch.Tensor) -> bool:
     return x.shape[2] <= SMALL_TICK.get(x.device.type, 0)
 
 
+# Short FIR filters on short ticks run as matmuls over blocks of outputs: a block of `b` outputs reads one slice
+# of the input, so the copy that lays the slices out is only a little larger than the input (one slice per
+# output would copy it 6 to 12 times), and the matmul gets a useful shape. Blocks up to this many outputs.
+FIR_BLOCK = 48
+
+
+def _fir_block(outputs: int) -> int:
+    """The largest block of outputs that divides `outputs` evenly, up to `FIR_BLOCK`."""
+    return max(b for b in range(1, min(outputs, FIR_BLOCK) + 1) if outputs % b == 0)
+
+
+def _banded(taps: torch.Tensor, block: int, step: int) -> torch.Tensor:
+    """The matrix of a block of `block` outputs of the filters `taps [k, p]` (p filters, interleaved in the
+    output) applied every `step` inputs: `[(block - 1) * step + k, block * p]`."""
+    k, p = taps.shape
+    matrix = taps.new_zeros((block - 1) * step + k, block * p)
+    for j in range(block):
+        matrix[j * step : j * step + k, j * p : (j + 1) * p] = taps
+    return matrix
+
+
 class Clock:
     """Per row: hops processed since its signal started, and its length (top-level units) once it has ended."""
 
@@ -235,7 +256,8 @@ class AntiAliased(_Windowed):
         super().__init__(channels)
         odd, even = polyphase_filters(module.up_filter.detach())
         self.even, self.odd, self.lowpass = even, odd, module.down_filter.detach().flatten()
-        self.phases = torch.stack([odd, even], dim=1)  # [6, 2]: one matmul gives both, interleaved
+        self.phases = torch.stack([odd, even], dim=1)  # [6, 2]: both phases, interleaved in the output
+        self._matrices: dict[int, tuple[int, torch.Tensor, int, torch.Tensor]] = {}  # by tick length
         with torch.no_grad():
             self.alpha, self.inv_beta = module.act.prepared()
 
@@ -250,7 +272,8 @@ class AntiAliased(_Windowed):
         small = _small(x)
         # Window position i is x[first + i]; the phases cover upsampled positions 2 * first + 5 onwards.
         if small:
-            up = (window.unfold(2, 6, 1).reshape(-1, 6) @ self.phases).view(x.shape[0], self.channels, -1)
+            up_block, up, down_block, down = self._blocked(x.shape[2])
+            up = _blocked_fir(window, up, up_block + 5, up_block)
         else:
             odd = F.conv1d(window, self._depthwise(self.odd), groups=self.channels)
             even = F.conv1d(window, self._depthwise(self.even), groups=self.channels)
@@ -260,8 +283,16 @@ class AntiAliased(_Windowed):
         lengths = [None if n is None else 2 * n for n in self._lengths(clock)]
         up = _fix_edges(up, firsts, lengths, replicate=True)
         if small:
-            return (up.unfold(2, 12, 2).reshape(-1, 12) @ self.lowpass).view(x.shape[0], self.channels, -1)
+            return _blocked_fir(up, down, 2 * down_block + 10, 2 * down_block)
         return F.conv1d(up, self._depthwise(self.lowpass), stride=2, groups=self.channels)
+
+    def _blocked(self, n: int) -> tuple[int, torch.Tensor, int, torch.Tensor]:
+        """For a tick of n new samples: the block and matrix of the upsampling phases (over the n + 5 positions
+        the window gives them), and of the low-pass (over the n outputs)."""
+        if n not in self._matrices:
+            up, down = _fir_block(n + 5), _fir_block(n)
+            self._matrices[n] = (up, _banded(self.phases, up, 1), down, _banded(self.lowpass[:, None], down, 2))
+        return self._matrices[n]
 
     def _depthwise(self, taps: torch.Tensor) -> torch.Tensor:
         return taps.expand(self.channels, 1, -1)  # one filter for every channel
@@ -287,6 +318,12 @@ class AntiAliased(_Windowed):
 
     def input_range(self, j):
         return j - self.REACH, j + self.REACH
+
+
+def _blocked_fir(x: torch.Tensor, matrix: torch.Tensor, reads: int, stride: int) -> torch.Tensor:
+    """Per channel of `x [B, C, T]`: blocks of `reads` samples every `stride` samples, each times `matrix`."""
+    cols = x.unfold(2, reads, stride).reshape(-1, reads)
+    return (cols @ matrix).view(x.shape[0], x.shape[1], -1)
 
 
 class Pointwise(StreamOp):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rtcodec import OFFICIAL, FACodecDecoder, FACodecEncoder, FACodecRedecoder, stream_ops
+from rtcodec.layers.activation import AntiAliasedSnake
 
 from .conftest import golden_kwargs, golden_model, needs_golden, rel_err
 
@@ -235,6 +236,30 @@ def test_settled_ticks_reach_no_edge(monkeypatch, which):
         reached = dict(zip(ticks, crossings[-len(ticks) :]))
         assert reached[settled - 1] and not any(reached[h] for h in ticks if h >= settled)
         stream.reset()
+
+
+@pytest.mark.parametrize("tick", [1, 6, 36, 200, 512])  # blocks (up, down): 6, 1; 11, 6; 41, 36; 41, 40; 47, 32
+def test_short_tick_activation_blocks(tick):
+    """The anti-aliased activation on short ticks (filters as matmuls over blocks of outputs, the block a divisor
+    of the tick's length) equals the offline activation, ticks whose n + 5 upsampling positions are prime too."""
+    torch.manual_seed(tick)
+    module = AntiAliasedSnake(8)
+    with torch.no_grad():
+        module.act.alpha.normal_(0, 0.5)
+        module.act.beta.normal_(0, 0.5)
+        x = torch.randn(2, 8, max(4, 20 // tick) * tick)
+        offline = module(x)
+        op = stream_ops.AntiAliased(module)
+        op.plan(tick, 0, lambda n: n)
+        op.allocate(2, x.device, x.dtype)
+        clock = stream_ops.Clock(2)
+        outs = []
+        for i in range(0, x.shape[2], tick):
+            outs.append(op.step(x[..., i : i + tick], clock))
+            clock.hops = [h + 1 for h in clock.hops]
+    assert stream_ops._small(x[..., :tick])
+    got = torch.cat(outs, dim=2)[..., op.REACH :]  # outputs lag the inputs by the filters' reach
+    assert rel_err(got, offline[..., : got.shape[2]]) < TOL
 
 
 def test_cuda_graph_needs_cuda():
