@@ -10,7 +10,8 @@ never handed out.
 Each row of the batch is its own signal with its own position (`Clock`), so rows start, end and restart
 independently. Where a window crosses a row's start or end, `_fix_edges` writes what the offline model's
 zero or replicate padding puts there; so the streamed output equals the offline output for any chunking,
-and the stale state of a restarted row never reaches an output that is handed out.
+and the stale state of a restarted row never reaches an output that is handed out. In a tick where every row
+is settled (`Clock.settled`: no window can reach an edge) the operations skip these checks.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class Clock:
     def __init__(self, batch_size: int) -> None:
         self.hops = [0] * batch_size
         self.ends: list[int | None] = [None] * batch_size
+        #: every row is `settled_hops` past its start and open: no window reaches an edge this tick
+        self.settled = False
 
     def restart(self, rows: Sequence[int]) -> None:
         for b in rows:
@@ -160,7 +163,7 @@ class _Windowed(StreamOp):
 
     def _window(self, x: torch.Tensor, clock: Clock) -> torch.Tensor:
         window = torch.cat([self.state, x], dim=2) if self.context else x
-        if self.fixes_edges:
+        if self.fixes_edges and not clock.settled:
             window = _fix_edges(window, self._firsts(clock), self._lengths(clock), self.replicate)
         if self.context:
             self.state.copy_(window[..., -self.context :])
@@ -279,9 +282,10 @@ class AntiAliased(_Windowed):
             even = F.conv1d(window, self._depthwise(self.even), groups=self.channels)
             up = torch.stack([odd, even], dim=-1).flatten(2)
         up = snake_(up, self.alpha, self.inv_beta)
-        firsts = [2 * first + 5 for first in self._firsts(clock)]
-        lengths = [None if n is None else 2 * n for n in self._lengths(clock)]
-        up = _fix_edges(up, firsts, lengths, replicate=True)
+        if not clock.settled:
+            firsts = [2 * first + 5 for first in self._firsts(clock)]
+            lengths = [None if n is None else 2 * n for n in self._lengths(clock)]
+            up = _fix_edges(up, firsts, lengths, replicate=True)
         if small:
             return _blocked_fir(up, down, 2 * down_block + 10, 2 * down_block)
         return F.conv1d(up, self._depthwise(self.lowpass), stride=2, groups=self.channels)

@@ -127,6 +127,7 @@ class _Stream:
         """One tick, replayed from a CUDA graph where every row is settled and open (then a tick of this size
         always does the same work on the same buffers), else run op by op."""
         settled = min(self.clock.hops) >= self.settled_hops and all(end is None for end in self.clock.ends)
+        self.clock.settled = settled
         if self.graphs is None or not settled:
             return self.op.step(x, self.clock)
         hops = x.shape[2] // self.in_per_hop
@@ -143,6 +144,7 @@ class _Stream:
         x[..., : self.pending.shape[2]] = self.pending
         self.pending = self.pending[..., :0]
         starts = self._starts()
+        self.clock.settled = False  # the silence after the ends reaches them
         y = self.op.step(x, self.clock)
         self.clock.hops = [h + needed for h in self.clock.hops]
         return self._emit(y, starts, stops)

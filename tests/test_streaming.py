@@ -227,6 +227,7 @@ def test_settled_ticks_reach_no_edge(monkeypatch, which):
         stream, hop = FACodecDecoder(**golden_kwargs("decoder")).stream(torch.zeros(1, 256)), torch.zeros(1, 256, 1)
     settled = stream.settled_hops
     assert settled > 10
+    stream.settled_hops = 1 << 30  # settled ticks skip the edge checks: check every window here
     for _signal in range(2):  # the first signal, then one after a restart
         ticks = []
         for _ in range(settled + 5):
@@ -236,6 +237,12 @@ def test_settled_ticks_reach_no_edge(monkeypatch, which):
         reached = dict(zip(ticks, crossings[-len(ticks) :]))
         assert reached[settled - 1] and not any(reached[h] for h in ticks if h >= settled)
         stream.reset()
+    stream.settled_hops = settled
+    settled_ticks = []
+    for _ in range(settled + 2):
+        stream.push(hop)
+        settled_ticks.append(stream.clock.settled)
+    assert settled_ticks == [False] * settled + [True] * 2
 
 
 @pytest.mark.parametrize("tick", [1, 6, 36, 200, 512])  # blocks (up, down): 6, 1; 11, 6; 41, 36; 41, 40; 47, 32
