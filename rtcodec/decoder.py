@@ -62,11 +62,12 @@ class SpeakerConditionedDecoder(PublishedCheckpointMixin, nn.Module):
         batch_size: int = 1,
         lookahead: int | None = None,
         cuda_graph: bool | None = None,
+        compile: bool = False,
     ) -> DecoderStream:
         """A stream of `inference`: pushed latent frames in, final audio samples out; exact, or with at most
         `lookahead` samples of lookahead; on CUDA, steady ticks are replayed from CUDA graphs unless
-        `cuda_graph=False` (see `rtcodec.streaming`)."""
-        return DecoderStream(self, speaker_embedding, batch_size, lookahead, cuda_graph)
+        `cuda_graph=False`; on the CPU, `compile=True` compiles them (see `rtcodec.streaming`)."""
+        return DecoderStream(self, speaker_embedding, batch_size, lookahead, cuda_graph, compile)
 
 
 class FACodecDecoder(SpeakerConditionedDecoder):

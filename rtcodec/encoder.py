@@ -37,11 +37,16 @@ class FACodecEncoder(PublishedCheckpointMixin, nn.Module):
         return self(wav)
 
     def stream(
-        self, batch_size: int = 1, lookahead: int | None = None, cuda_graph: bool | None = None
+        self,
+        batch_size: int = 1,
+        lookahead: int | None = None,
+        cuda_graph: bool | None = None,
+        compile: bool = False,
     ) -> EncoderStream:
         """Pushed audio in, final frames out: exact, or with at most `lookahead` samples of lookahead; on CUDA,
-        steady ticks are replayed from CUDA graphs unless `cuda_graph=False` (see `rtcodec.streaming`)."""
-        return EncoderStream(self, batch_size, lookahead, cuda_graph)
+        steady ticks are replayed from CUDA graphs unless `cuda_graph=False`; on the CPU, `compile=True` compiles
+        them (see `rtcodec.streaming`)."""
+        return EncoderStream(self, batch_size, lookahead, cuda_graph, compile)
 
 
 class FACodecEncoderV2(FACodecEncoder):

@@ -66,10 +66,11 @@ class CodecSender(_Pipeline):
         batch_size: int = 1,
         lookahead: int | None = None,
         cuda_graph: bool | None = None,
+        compile: bool = False,
     ) -> None:
         _check_models(encoder, decoder)
         self.decoder = decoder
-        self.encoder_stream = encoder.stream(batch_size, lookahead, cuda_graph)
+        self.encoder_stream = encoder.stream(batch_size, lookahead, cuda_graph, compile)
         self.stages = (self.encoder_stream,)
 
     def _codes(self, frames: torch.Tensor) -> torch.Tensor:
@@ -98,9 +99,10 @@ class CodecReceiver(_Pipeline):
         lookahead: int | None = None,
         use_residual: bool = True,
         cuda_graph: bool | None = None,
+        compile: bool = False,
     ) -> None:
         self.decoder, self.use_residual = decoder, use_residual
-        self.decoder_stream = decoder.stream(speaker, batch_size, lookahead, cuda_graph)
+        self.decoder_stream = decoder.stream(speaker, batch_size, lookahead, cuda_graph, compile)
         self.stages = (self.decoder_stream,)
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
@@ -122,8 +124,8 @@ class VoiceConversion(_Pipeline):
 
     The source's prosody and content codes are decoded without its residual codes (which carry its timbre
     details) and with the speaker embedding of `reference` (`[1, 1, L]` or `[B, 1, L]`), as in the published
-    recipe. `lookahead` is `(encoder, decoder)` samples, each None for exact. `cuda_graph` as in the streams
-    (default: on CUDA).
+    recipe. `lookahead` is `(encoder, decoder)` samples, each None for exact. `cuda_graph` and `compile` as in
+    the streams (graphs by default on CUDA; `compile=True` on the CPU, then `warm_up` before a live signal).
     """
 
     def __init__(
@@ -134,17 +136,30 @@ class VoiceConversion(_Pipeline):
         batch_size: int = 1,
         lookahead: tuple[int | None, int | None] = (None, None),
         cuda_graph: bool | None = None,
+        compile: bool = False,
     ) -> None:
         _check_models(encoder, decoder)
         speaker = speaker_embedding(encoder, decoder, reference)
         if speaker.shape[0] == 1:
             speaker = speaker.expand(batch_size, -1)
-        self.sender = CodecSender(encoder, decoder, batch_size, lookahead[0], cuda_graph)
-        self.receiver = CodecReceiver(decoder, speaker, batch_size, lookahead[1], False, cuda_graph)
+        self.sender = CodecSender(encoder, decoder, batch_size, lookahead[0], cuda_graph, compile)
+        self.receiver = CodecReceiver(decoder, speaker, batch_size, lookahead[1], False, cuda_graph, compile)
         self.stages = (self.sender.encoder_stream, self.receiver.decoder_stream)
 
     def push(self, source: torch.Tensor) -> torch.Tensor:
         return self.receiver.push(self.sender.push(source))
+
+    def warm_up(self, samples_per_push: int) -> None:
+        """Push silence in pushes of `samples_per_push` until both streams have run settled ticks of that size,
+        then `reset()`: compiling (`compile=True`) or capturing (CUDA graphs) happens here, not in the first
+        seconds of a live signal."""
+        encoder, decoder = self.stages
+        frames_first = encoder.exact_lookahead_samples if encoder.lookahead is None else encoder.lookahead
+        hops = frames_first // encoder.hop_length + max(encoder.settled_hops, decoder.settled_hops) + 2
+        silence = encoder.parameter.new_zeros(encoder.batch_size, 1, samples_per_push)
+        for _ in range(-(-hops * encoder.hop_length // samples_per_push)):
+            self.push(silence)
+        self.reset()
 
     def flush(self) -> torch.Tensor:
         return torch.cat([self.receiver.push(self.sender.flush()), self.receiver.flush()], dim=2)

@@ -13,12 +13,14 @@ them, while the other rows go on. Rows that started at different times hand out 
 one push; `valid` then says which entries of the returned tensor are real.
 
 On CUDA, ticks in which every row is settled (`settled_hops` after its start) and open replay from CUDA
-graphs (`HopGraph`, one per tick size): such a tick always does the same work on the same buffers. The other
-ticks run op by op, with the same result.
+graphs (`HopGraph`, one per tick size): such a tick always does the same work on the same buffers. On the CPU,
+`compile=True` runs the settled short ticks through `torch.compile` (`CompiledTick`) instead: fused loops in
+place of hundreds of small operations. The other ticks run op by op, with the same result.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -35,7 +37,13 @@ class _Stream:
     in_per_hop: int  # input samples (or frames) per hop
 
     def __init__(
-        self, stack: nn.Module, batch_size: int, in_channels: int, lookahead: int | None, cuda_graph: bool | None
+        self,
+        stack: nn.Module,
+        batch_size: int,
+        in_channels: int,
+        lookahead: int | None,
+        cuda_graph: bool | None,
+        compile: bool,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -46,6 +54,8 @@ class _Stream:
         on_cuda = self.parameter.is_cuda
         if cuda_graph and not on_cuda:
             raise ValueError(f"cuda_graph=True needs the model on a CUDA device, not {self.parameter.device}")
+        if compile and on_cuda:
+            raise ValueError("compile=True is for streams on the CPU; on CUDA the settled ticks replay CUDA graphs")
         use_graphs = on_cuda if cuda_graph is None else cuda_graph
         #: the captured ticks, by hops per tick (None: ticks always run op by op)
         self.graphs: dict[int, HopGraph] | None = {} if use_graphs else None
@@ -54,6 +64,7 @@ class _Stream:
         self.settled_hops = self.op.settled_hops()
         self.states = self.op.allocate(batch_size, self.parameter.device, self.parameter.dtype)
         self.clock = Clock(batch_size)
+        self.compiled = CompiledTick(self.op, self.clock) if compile else None
         #: the exact mode's lookahead, in samples of audio
         self.exact_lookahead_samples = self._exact_wait()
         self.speculative = lookahead is not None and lookahead < self.exact_lookahead_samples
@@ -124,13 +135,15 @@ class _Stream:
         return self._emit(y, starts, self._stops(final=True))
 
     def _step(self, x: torch.Tensor) -> torch.Tensor:
-        """One tick, replayed from a CUDA graph where every row is settled and open (then a tick of this size
-        always does the same work on the same buffers), else run op by op."""
+        """One tick, replayed from a CUDA graph or compiled where every row is settled and open (then a tick of
+        this size always does the same work on the same buffers), else run op by op."""
         settled = min(self.clock.hops) >= self.settled_hops and all(end is None for end in self.clock.ends)
         self.clock.settled = settled
+        hops = x.shape[2] // self.in_per_hop
+        if settled and self.compiled is not None and hops <= COMPILED_TICK_HOPS:
+            return self.compiled(x)
         if self.graphs is None or not settled:
             return self.op.step(x, self.clock)
-        hops = x.shape[2] // self.in_per_hop
         if hops not in self.graphs:
             self.graphs[hops] = HopGraph(self.op, self.clock)
         return self.graphs[hops](x)
@@ -258,15 +271,44 @@ class HopGraph:
         return y
 
 
+# Settled ticks up to this many hops are compiled: a short tick is where the CPU's time goes to the overhead of
+# small operations; a long one gains little from fusing and each tick size compiles anew.
+COMPILED_TICK_HOPS = 8
+
+
+class CompiledTick:
+    """Settled ticks through `torch.compile` (one compiled graph per tick size; the first tick of a size
+    compiles, which takes up to a minute on a small CPU and much less once the compiler's cache holds it).
+    Where the compiler fails (no C++ compiler, an unsupported platform) the ticks run op by op, with a warning."""
+
+    def __init__(self, op: StreamOp, clock: Clock) -> None:
+        self.op, self.clock = op, clock
+        self.step: Callable | None = torch.compile(op.step, dynamic=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step is not None:
+            try:
+                return self.step(x, self.clock)
+            except torch._dynamo.exc.TorchDynamoException as err:  # compiling fails before the tick runs
+                warnings.warn(f"torch.compile failed, the stream runs op by op: {err}", RuntimeWarning, stacklevel=2)
+                self.step = None
+        return self.op.step(x, self.clock)
+
+
 class EncoderStream(_Stream):
     """`push(wav [B, 1, n])` for any n >= 0 returns the encoder frames `[B, 256, k]` that are final now."""
 
     def __init__(
-        self, encoder: nn.Module, batch_size: int = 1, lookahead: int | None = None, cuda_graph: bool | None = None
+        self,
+        encoder: nn.Module,
+        batch_size: int = 1,
+        lookahead: int | None = None,
+        cuda_graph: bool | None = None,
+        compile: bool = False,
     ) -> None:
         self.in_per_hop = self.hop_length = encoder.hop_length
         self.out_channels = encoder.config.out_channels
-        super().__init__(encoder.block, batch_size, 1, lookahead, cuda_graph)
+        super().__init__(encoder.block, batch_size, 1, lookahead, cuda_graph, compile)
         #: samples of audio before a frame's first sample that it depends on
         self.left_context_samples = max(
             j * self.hop_length - self.op.input_range(j)[0] for j in range(1000, 1000 + self.hop_length)
@@ -299,9 +341,10 @@ class DecoderStream(_Stream):
         batch_size: int = 1,
         lookahead: int | None = None,
         cuda_graph: bool | None = None,
+        compile: bool = False,
     ) -> None:
         self.decoder, self.hop_length = decoder, decoder.hop_length
-        super().__init__(decoder.model, batch_size, decoder.in_channels, lookahead, cuda_graph)
+        super().__init__(decoder.model, batch_size, decoder.in_channels, lookahead, cuda_graph, compile)
         self.gamma, self.beta = self._timbre(speaker_embedding, batch_size)
         #: samples of audio before an output sample whose frames it depends on
         self.left_context_samples = max(

@@ -30,6 +30,31 @@ def test_voice_conversion_streams_like_the_offline_recipe(vectors):
 
 
 @needs_golden
+def test_warm_up_runs_settled_ticks_then_starts_afresh(vectors):
+    """`warm_up` runs both streams into settled ticks of the push size (where compiling or capturing happens)
+    and leaves the pipeline as new."""
+    encoder, decoder = golden_model("encoder"), golden_model("decoder")
+    source, reference = vectors["wav_a"][..., :4000], vectors["wav_b"]
+    fresh = run_stream(VoiceConversion(encoder, decoder, reference), source, [400] * 10)
+    pipeline = VoiceConversion(encoder, decoder, reference)
+    settled_ticks = {stage: [] for stage in pipeline.stages}
+
+    def spy(stage, step):
+        def spied(x):
+            y = step(x)
+            settled_ticks[stage].append(stage.clock.settled)
+            return y
+
+        return spied
+
+    for stage in pipeline.stages:
+        stage._step = spy(stage, stage._step)
+    pipeline.warm_up(400)
+    assert all(any(ticks) for ticks in settled_ticks.values())
+    assert torch.equal(run_stream(pipeline, source, [400] * 10), fresh)
+
+
+@needs_golden
 def test_codec_sender_gives_the_offline_codes(vectors):
     encoder, decoder = golden_model("encoder"), golden_model("decoder")
     wav = vectors["wav_b"][..., :7777]

@@ -269,6 +269,47 @@ def test_short_tick_activation_blocks(tick):
     assert rel_err(got, offline[..., : got.shape[2]]) < TOL
 
 
+def _one_block_encoder(compile: bool):
+    """An encoder of one block (small, so quick to compile) and its stream."""
+    torch.manual_seed(0)
+    encoder = FACodecEncoder(ngf=4, up_ratios=(2,), out_channels=8).eval()
+    return encoder, encoder.stream(compile=compile)
+
+
+def _stream_hops(stream, wav: torch.Tensor) -> torch.Tensor:
+    hop = stream.hop_length
+    return torch.cat([*(stream.push(wav[..., i : i + hop]) for i in range(0, wav.shape[2], hop)), stream.flush()], 2)
+
+
+def test_compiled_ticks_equal_offline():
+    encoder, stream = _one_block_encoder(compile=True)
+    compiled, ticks = stream.compiled.step, []
+    stream.compiled.step = lambda *args: ticks.append(args[0].shape[2]) or compiled(*args)
+    wav = 0.1 * torch.randn(1, 1, 1437, generator=torch.Generator().manual_seed(3))
+    got = _stream_hops(stream, wav)
+    with torch.no_grad():
+        offline = encoder(wav)
+    assert ticks == [200] * 6  # the settled one-hop ticks; the first, the last partial hop and the flush op by op
+    assert got.shape == offline.shape and rel_err(got, offline) < TOL
+
+
+def test_compile_failure_falls_back_to_op_by_op(monkeypatch):
+    def no_compiler(fn, **kwargs):
+        def fails(*args):
+            raise torch._dynamo.exc.BackendCompilerFailed(no_compiler, RuntimeError("no C++ compiler"), None)
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    encoder, stream = _one_block_encoder(compile=True)
+    wav = 0.1 * torch.randn(1, 1, 1437, generator=torch.Generator().manual_seed(4))
+    with pytest.warns(RuntimeWarning, match="(?s)torch.compile failed, the stream runs op by op: .*no C.. compiler"):
+        got = _stream_hops(stream, wav)
+    assert stream.compiled.step is None
+    with torch.no_grad():
+        assert rel_err(got, encoder(wav)) < TOL
+
+
 def test_cuda_graph_needs_cuda():
     with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device, not cpu"):
         FACodecEncoder(ngf=4, out_channels=256).stream(cuda_graph=True)

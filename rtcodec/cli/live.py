@@ -28,6 +28,12 @@ def register(commands) -> None:
         help="lookahead of the encoder and of the decoder stream, in samples (default: exact, about 680 ms in all)",
     )
     c.add_argument("--hops-per-block", type=int, default=4, help="12.5 ms hops per audio block (default: 4)")
+    c.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the steady hop step with torch.compile (CPU; about a minute the first time): fast enough "
+        "for --hops-per-block 1 on a 2-core CPU",
+    )
     add_model_options(c)
     c.set_defaults(run=run_live)
 
@@ -100,8 +106,11 @@ def run_live(args: argparse.Namespace) -> None:
     reference = audio.read(args.reference)
     models = load(args, "v1")
     lookahead = (args.lookahead, args.lookahead)
-    pipeline = VoiceConversion(models.encoder, models.decoder, reference, lookahead=lookahead)
+    pipeline = VoiceConversion(models.encoder, models.decoder, reference, lookahead=lookahead, compile=args.compile)
     block = args.hops_per_block * HOP_LENGTH
+    if args.compile:
+        print("compiling the hop step (about a minute the first time, seconds once cached)...", file=sys.stderr)
+    pipeline.warm_up(block)  # compiles or captures before the audio starts, not in its callback
     converter = LiveConverter(pipeline, block)
     print(f"converting to the voice of {args.reference}; Ctrl-C stops", file=sys.stderr)
     stream = sd.Stream(
