@@ -46,10 +46,18 @@ def round_trip(encoder, decoder, wav: torch.Tensor, fast: bool) -> torch.Tensor:
         return decode_offline(decoder, emb, spk) if fast else decoder.inference(emb, spk)
 
 
-def stream_push_times(encoder, decoder, wav: torch.Tensor, hops_per_push: int) -> list[float]:
-    """Streaming voice conversion of `wav` in pushes of `hops_per_push` hops: seconds of compute per push."""
-    pipeline = VoiceConversion(encoder, decoder, wav[..., : 3 * SAMPLE_RATE])
-    step = hops_per_push * encoder.hop_length
+def voice_conversion(encoder, decoder, wav: torch.Tensor, hops_per_push: int, compile: bool = False):
+    """The streaming voice conversion of `wav` (its first 3 s the reference), warmed up for pushes of
+    `hops_per_push` hops (with `compile`, that is where the hop step compiles)."""
+    pipeline = VoiceConversion(encoder, decoder, wav[..., : 3 * SAMPLE_RATE], compile=compile)
+    pipeline.warm_up(hops_per_push * encoder.hop_length)
+    return pipeline
+
+
+def stream_push_times(pipeline: VoiceConversion, wav: torch.Tensor, hops_per_push: int) -> list[float]:
+    """Stream `wav` through `pipeline` (reset first) in pushes of `hops_per_push` hops: seconds per push."""
+    pipeline.reset()
+    step = hops_per_push * HOP_LENGTH
     times = []
     for i in range(0, wav.shape[2] - step + 1, step):
         start = time.perf_counter()

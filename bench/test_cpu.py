@@ -10,7 +10,7 @@ import torch
 
 from rtcodec.streaming import decode_offline, encode_offline
 
-from .common import HOP_SECONDS, latency, models, round_trip, speech, stream_push_times
+from .common import HOP_SECONDS, latency, models, round_trip, speech, stream_push_times, voice_conversion
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +45,12 @@ def test_round_trip_10s(benchmark, setup, path):
     benchmark.pedantic(round_trip, args=(encoder, decoder, wav, path == "fast"), rounds=3, warmup_rounds=1)
 
 
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("hops", [1, 2, 4, 8])
-def test_streaming_voice_conversion(benchmark, setup, hops):
-    """One round streams 2 s; `extra_info` has the per-push p50/p99 (ms) and the real-time factor."""
+def test_streaming_voice_conversion(benchmark, setup, hops, compile):
+    """One round streams 2 s (after a warm-up, which compiles); `extra_info` has the per-push p50/p99 (ms) and the
+    real-time factor."""
     encoder, decoder, wav, _, _ = setup
-    times = benchmark.pedantic(stream_push_times, args=(encoder, decoder, wav[..., :32000], hops), rounds=1)
+    pipeline = voice_conversion(encoder, decoder, wav, hops, compile)
+    times = benchmark.pedantic(stream_push_times, args=(pipeline, wav[..., :32000], hops), rounds=1)
     benchmark.extra_info.update(**latency(times), rtf=sum(times) / (len(times) * hops * HOP_SECONDS))
