@@ -87,3 +87,20 @@ def test_voice_conversion_with_and_without_graphs(vectors):
         pushes = [pipeline.push(source[..., i : i + 200]) for i in range(0, source.shape[2], 200)]
         outs.append(torch.cat([*pushes, pipeline.flush()], dim=2))
     assert outs[0].shape == outs[1].shape and rel_err(outs[0], outs[1]) < 1e-6
+
+
+def test_pipeline_takes_cpu_inputs_and_warms_up_graphs(vectors):
+    """Microphone blocks and reference clips arrive on the CPU; `warm_up` captures the graphs before a signal."""
+    encoder, decoder = golden_model("encoder").cuda(), golden_model("decoder").cuda()
+    source, reference = vectors["wav_a"][..., :12000], vectors["wav_b"]  # on the CPU
+    pipeline = VoiceConversion(encoder, decoder, reference)
+    pipeline.warm_up(400)
+    assert all(stage.graphs and all(g.graph is not None for g in stage.graphs.values()) for stage in pipeline.stages)
+    got = run_stream(pipeline, source, [400] * 30)
+    eager = run_stream(VoiceConversion(encoder, decoder, reference.cuda(), cuda_graph=False), source.cuda(), [400] * 30)
+    assert got.is_cuda and got.shape == eager.shape and rel_err(got, eager) < 1e-6
+
+
+def test_compile_is_for_the_cpu():
+    with pytest.raises(ValueError, match="compile=True is for streams on the CPU"):
+        golden_model("encoder").cuda().stream(compile=True)
