@@ -139,11 +139,11 @@ class _Stream:
         this size always does the same work on the same buffers), else run op by op."""
         settled = min(self.clock.hops) >= self.settled_hops and all(end is None for end in self.clock.ends)
         self.clock.settled = settled
-        hops = x.shape[2] // self.in_per_hop
-        if settled and self.compiled is not None and hops <= COMPILED_TICK_HOPS:
+        if settled and self.compiled is not None:
             return self.compiled(x)
         if self.graphs is None or not settled:
             return self.op.step(x, self.clock)
+        hops = x.shape[2] // self.in_per_hop
         if hops not in self.graphs:
             self.graphs[hops] = HopGraph(self.op, self.clock)
         return self.graphs[hops](x)
@@ -271,22 +271,22 @@ class HopGraph:
         return y
 
 
-# Settled ticks up to this many hops are compiled: a short tick is where the CPU's time goes to the overhead of
-# small operations; a long one gains little from fusing and each tick size compiles anew.
-COMPILED_TICK_HOPS = 8
-
-
 class CompiledTick:
-    """Settled ticks through `torch.compile` (one compiled graph per tick size; the first tick of a size
-    compiles, which takes up to a minute on a small CPU and much less once the compiler's cache holds it).
-    Where the compiler fails (no C++ compiler, an unsupported platform) the ticks run op by op, with a warning."""
+    """Settled ticks through `torch.compile`, one compiled graph per tick size. A size compiles the second time
+    it comes (the first runs op by op), so a size that comes once, such as the last partial tick of a file,
+    does not pay for compiling: up to a minute per size on a small CPU, much less once the compiler's cache
+    holds it. Where the compiler fails (no C++ compiler, an unsupported platform) the ticks run op by op, with
+    a warning."""
 
     def __init__(self, op: StreamOp, clock: Clock) -> None:
         self.op, self.clock = op, clock
         self.step: Callable | None = torch.compile(op.step, dynamic=False)
+        self.seen: set[int] = set()  # tick sizes run once
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.step is not None:
+        if x.shape[2] not in self.seen:
+            self.seen.add(x.shape[2])
+        elif self.step is not None:
             try:
                 return self.step(x, self.clock)
             except torch._dynamo.exc.TorchDynamoException as err:  # compiling fails before the tick runs
@@ -399,11 +399,16 @@ def _run_offline(stream: _Stream, x: torch.Tensor, step: int, progress: Progress
 
 
 def encode_offline(
-    encoder: nn.Module, wav: torch.Tensor, tick_hops: int = OFFLINE_TICK_HOPS, progress: Progress | None = None
+    encoder: nn.Module,
+    wav: torch.Tensor,
+    tick_hops: int = OFFLINE_TICK_HOPS,
+    progress: Progress | None = None,
+    compile: bool = False,
 ) -> torch.Tensor:
-    """`encoder(wav)` on the fast path: the stream engine over ticks of `tick_hops` hops."""
+    """`encoder(wav)` on the fast path: the stream engine over ticks of `tick_hops` hops (`compile`: see
+    `CompiledTick`; it pays for itself on long signals only)."""
     wav = validation.audio(wav, min_samples=encoder.config.min_samples, dtype=encoder.dtype)
-    stream = EncoderStream(encoder, wav.shape[0])
+    stream = EncoderStream(encoder, wav.shape[0], compile=compile)
     return _run_offline(stream, wav, tick_hops * stream.hop_length, progress)
 
 
@@ -413,7 +418,9 @@ def decode_offline(
     speaker_embedding: torch.Tensor,
     tick_hops: int = OFFLINE_TICK_HOPS,
     progress: Progress | None = None,
+    compile: bool = False,
 ) -> torch.Tensor:
     """`decoder.inference(emb, spk)` on the fast path: the stream engine over ticks of `tick_hops` frames."""
     emb = decoder._frames(emb, "latent frames")
-    return _run_offline(DecoderStream(decoder, speaker_embedding, emb.shape[0]), emb, tick_hops, progress)
+    stream = DecoderStream(decoder, speaker_embedding, emb.shape[0], compile=compile)
+    return _run_offline(stream, emb, tick_hops, progress)
