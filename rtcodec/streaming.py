@@ -14,8 +14,8 @@ one push; `valid` then says which entries of the returned tensor are real.
 
 On CUDA, ticks in which every row is settled (`settled_hops` after its start) and open replay from CUDA
 graphs (`HopGraph`, one per tick size): such a tick always does the same work on the same buffers. On the CPU,
-`compile=True` runs the settled short ticks through `torch.compile` (`CompiledTick`) instead: fused loops in
-place of hundreds of small operations. The other ticks run op by op, with the same result.
+`compile=True` runs the settled ticks through `torch.compile` (`CompiledTick`) instead: fused loops in place
+of hundreds of small operations. The other ticks run op by op, with the same result.
 """
 
 from __future__ import annotations
@@ -280,8 +280,12 @@ class CompiledTick:
 
     def __init__(self, op: StreamOp, clock: Clock) -> None:
         self.op, self.clock = op, clock
-        self.step: Callable | None = torch.compile(op.step, dynamic=False)
         self.seen: set[int] = set()  # tick sizes run once
+        self.step: Callable | None = None
+        try:
+            self.step = torch.compile(op.step, dynamic=False)
+        except RuntimeError as err:  # e.g. a Python this torch cannot compile for
+            self._give_up(err)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[2] not in self.seen:
@@ -290,9 +294,12 @@ class CompiledTick:
             try:
                 return self.step(x, self.clock)
             except torch._dynamo.exc.TorchDynamoException as err:  # compiling fails before the tick runs
-                warnings.warn(f"torch.compile failed, the stream runs op by op: {err}", RuntimeWarning, stacklevel=2)
-                self.step = None
+                self._give_up(err)
         return self.op.step(x, self.clock)
+
+    def _give_up(self, err: Exception) -> None:
+        warnings.warn(f"torch.compile failed, the stream runs op by op: {err}", RuntimeWarning, stacklevel=3)
+        self.step = None
 
 
 class EncoderStream(_Stream):

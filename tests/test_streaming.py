@@ -308,17 +308,23 @@ def test_compiled_offline_encoding():
     assert got.shape == offline.shape and rel_err(got, offline) < TOL
 
 
-def test_compile_failure_falls_back_to_op_by_op(monkeypatch):
+@pytest.mark.parametrize("when", ["compiling", "wrapping"])
+def test_compile_failure_falls_back_to_op_by_op(monkeypatch, when):
+    """No C++ compiler fails the first compiled tick; a Python that torch cannot compile for fails at once."""
+
     def no_compiler(fn, **kwargs):
+        if when == "wrapping":
+            raise RuntimeError("no C++ compiler: Dynamo is not supported here")
+
         def fails(*args):
             raise torch._dynamo.exc.BackendCompilerFailed(no_compiler, RuntimeError("no C++ compiler"), None)
 
         return fails
 
     monkeypatch.setattr(torch, "compile", no_compiler)
-    encoder, stream = _one_block_encoder(compile=True)
     wav = 0.1 * torch.randn(1, 1, 1437, generator=torch.Generator().manual_seed(4))
     with pytest.warns(RuntimeWarning, match="(?s)torch.compile failed, the stream runs op by op: .*no C.. compiler"):
+        encoder, stream = _one_block_encoder(compile=True)
         got = _stream_hops(stream, wav)
     assert stream.compiled.step is None
     with torch.no_grad():
