@@ -38,12 +38,12 @@ def speech(seconds: float = 10.0) -> torch.Tensor:
     return torch.from_numpy(np.resize(audio, n)).view(1, 1, n)
 
 
-def round_trip(encoder, decoder, wav: torch.Tensor, fast: bool, compile: bool = False) -> torch.Tensor:
+def round_trip(encoder, decoder, wav: torch.Tensor, fast: bool) -> torch.Tensor:
     """Encode, quantize and decode: the reference path is the plain transcription of the published code."""
     with torch.inference_mode():
-        enc = encode_offline(encoder, wav, compile=compile) if fast else encoder(wav)
+        enc = encode_offline(encoder, wav) if fast else encoder(wav)
         emb, _, _, _, spk = decoder(enc)
-        return decode_offline(decoder, emb, spk, compile=compile) if fast else decoder.inference(emb, spk)
+        return decode_offline(decoder, emb, spk) if fast else decoder.inference(emb, spk)
 
 
 def voice_conversion(encoder, decoder, wav: torch.Tensor, hops_per_push: int, compile: bool = False):

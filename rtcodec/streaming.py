@@ -273,10 +273,9 @@ class HopGraph:
 
 class CompiledTick:
     """Settled ticks through `torch.compile`, one compiled graph per tick size. A size compiles the second time
-    it comes (the first runs op by op), so a size that comes once, such as the last partial tick of a file,
-    does not pay for compiling: up to a minute per size on a small CPU, much less once the compiler's cache
-    holds it. Where the compiler fails (no C++ compiler, an unsupported platform) the ticks run op by op, with
-    a warning."""
+    it comes (the first runs op by op), so a size that comes once, such as a push of odd size, does not pay
+    for compiling: up to a minute per size on a small CPU, much less once the compiler's cache holds it. Where
+    the compiler fails (no C++ compiler, an unsupported platform) the ticks run op by op, with a warning."""
 
     def __init__(self, op: StreamOp, clock: Clock) -> None:
         self.op, self.clock = op, clock
@@ -407,16 +406,11 @@ def _run_offline(stream: _Stream, x: torch.Tensor, step: int, progress: Progress
 
 
 def encode_offline(
-    encoder: nn.Module,
-    wav: torch.Tensor,
-    tick_hops: int = OFFLINE_TICK_HOPS,
-    progress: Progress | None = None,
-    compile: bool = False,
+    encoder: nn.Module, wav: torch.Tensor, tick_hops: int = OFFLINE_TICK_HOPS, progress: Progress | None = None
 ) -> torch.Tensor:
-    """`encoder(wav)` on the fast path: the stream engine over ticks of `tick_hops` hops (`compile`: see
-    `CompiledTick`; it pays for itself on long signals only)."""
+    """`encoder(wav)` on the fast path: the stream engine over ticks of `tick_hops` hops."""
     wav = validation.audio(wav, min_samples=encoder.config.min_samples, dtype=encoder.dtype)
-    stream = EncoderStream(encoder, wav.shape[0], compile=compile)
+    stream = EncoderStream(encoder, wav.shape[0])
     return _run_offline(stream, wav, tick_hops * stream.hop_length, progress)
 
 
@@ -426,9 +420,7 @@ def decode_offline(
     speaker_embedding: torch.Tensor,
     tick_hops: int = OFFLINE_TICK_HOPS,
     progress: Progress | None = None,
-    compile: bool = False,
 ) -> torch.Tensor:
     """`decoder.inference(emb, spk)` on the fast path: the stream engine over ticks of `tick_hops` frames."""
     emb = decoder._frames(emb, "latent frames")
-    stream = DecoderStream(decoder, speaker_embedding, emb.shape[0], compile=compile)
-    return _run_offline(stream, emb, tick_hops, progress)
+    return _run_offline(DecoderStream(decoder, speaker_embedding, emb.shape[0]), emb, tick_hops, progress)
