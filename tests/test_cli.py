@@ -214,17 +214,24 @@ class FakeSoundDevice:
         return Stream()
 
 
-def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatch):
+@pytest.mark.parametrize("compile", [False, True])
+def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatch, compile):
     source = sf.read(clips["slt"], dtype="float32")[0]
     fake = FakeSoundDevice(source)
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    compiled = []  # with --compile, each stream's step goes to torch.compile (here a pass-through: no compiling)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(fn) or fn)
 
     def interrupt(_seconds):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("rtcodec.cli.live.time.sleep", interrupt)
-    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 2)
+    flags = ["--compile"] if compile else []
+    code, err = run(
+        capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 2, *flags
+    )
     assert code == 0 and "stopped after 1.0 s, 0 xruns" in err
+    assert len(compiled) == (2 if compile else 0) and ("compiling the hop step" in err) == compile
     played = np.concatenate(fake.played)
     # The same blocks through the library's pipeline: what came out is that, after silence, block-aligned.
     models = from_pretrained("v1", checkpoint_dir=ckpt)

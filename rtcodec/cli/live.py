@@ -31,8 +31,8 @@ def register(commands) -> None:
     c.add_argument(
         "--compile",
         action="store_true",
-        help="compile the steady hop step with torch.compile (CPU; about a minute the first time): fast enough "
-        "for --hops-per-block 1 on a 2-core CPU",
+        help="compile the steady hop step with torch.compile (CPU, needs a C++ compiler; about a minute the first "
+        "time): about 20%% less compute per block, for small blocks on a slow CPU",
     )
     add_model_options(c)
     c.set_defaults(run=run_live)
