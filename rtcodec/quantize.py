@@ -22,7 +22,7 @@ class FactorizedVQ(nn.Module):
         self.in_proj = nn.Linear(dim, codebook_dim)
         self.out_proj = nn.Linear(codebook_dim, dim)
         self._codebook = nn.Embedding(codebook_size, codebook_dim)
-        self._unit_cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+        self._unit_cache: tuple = ()  # (key, the codebook it was made from, transposed, squared norms)
 
     @property
     def codebook_size(self) -> int:
@@ -51,12 +51,13 @@ class FactorizedVQ(nn.Module):
         weight = self._codebook.weight
         if weight.is_inference():  # made under inference mode: no version to tell a change by
             return self._normalized(weight)
-        # In-place changes (load_state_dict) bump the version; .to() and new data change the pointer.
-        key = (weight.data_ptr(), weight._version, weight.dtype)
-        if self._unit_cache is None or self._unit_cache[0] != key:
+        # In-place changes (load_state_dict) bump the version; .to() and new data change the pointer, which
+        # cannot come back to the old address: the cache holds the old codebook.
+        key = (weight.data_ptr(), weight.device, weight.dtype, weight._version)
+        if not self._unit_cache or self._unit_cache[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # a plain tensor: usable in and out of inference mode
-                self._unit_cache = (key, *self._normalized(weight))
-        return self._unit_cache[1], self._unit_cache[2]
+                self._unit_cache = (key, weight.detach(), *self._normalized(weight))
+        return self._unit_cache[2], self._unit_cache[3]
 
     @staticmethod
     def _normalized(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,17 @@ def test_codes_follow_a_codebook_changed_in_place():
     assert not torch.equal(layer.encode(z), before)
 
 
+def test_codes_follow_a_codebook_changed_elsewhere_and_moved_back():
+    layer, other = _layer(4), _layer(5)
+    z = torch.randn(1, 40, 16)
+    layer.encode(z)  # fills the cache
+    layer.to(torch.float64)  # new data (as .to("cuda") gives), changed there, then moved back
+    layer._codebook.weight.data.copy_(other._codebook.weight.data.double())
+    layer.to(torch.float32)
+    other.in_proj.load_state_dict(layer.in_proj.state_dict())  # the same projection: only the codebooks differed
+    assert torch.equal(layer.encode(z), other.encode(z))
+
+
 def test_cache_made_in_inference_mode_serves_outside_it_with_grad():
     layer = _layer(2)
     z = torch.randn(1, 30, 16, requires_grad=True)
@@ -37,4 +48,4 @@ def test_model_made_in_inference_mode_is_searched_without_cache():
         codes = layer.encode(z)
         layer._codebook.weight.mul_(-1)  # allowed in inference mode, and no version records it
         assert not torch.equal(layer.encode(z), codes)
-    assert layer._unit_cache is None
+    assert layer._unit_cache == ()
