@@ -154,8 +154,7 @@ class VoiceConversion(_Pipeline):
         then `reset()`: compiling (`compile=True`) or capturing (CUDA graphs) happens here, not in the first
         seconds of a live signal."""
         encoder, decoder = self.stages
-        frames_first = encoder.exact_lookahead_samples if encoder.lookahead is None else encoder.lookahead
-        hops = frames_first // encoder.hop_length + max(encoder.settled_hops, decoder.settled_hops) + 2
+        hops = encoder.lookahead_samples // encoder.hop_length + max(encoder.settled_hops, decoder.settled_hops) + 2
         silence = encoder.parameter.new_zeros(encoder.batch_size, 1, samples_per_push)
         for _ in range(-(-hops * encoder.hop_length // samples_per_push)):
             self.push(silence)
