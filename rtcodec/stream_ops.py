@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
-from .layers.activation import AntiAliasedSnake, polyphase_filters, snake_
+from .layers.activation import AntiAliasedSnake, snake_
 from .layers.blocks import DecoderBlock, EncoderBlock, ResidualUnit
 
 Length = Callable[[int], int]  # a signal's length (top-level input units) to an operation's input length
@@ -257,9 +257,8 @@ class AntiAliased(_Windowed):
     def __init__(self, module: AntiAliasedSnake) -> None:
         channels = module.act.alpha.shape[0]
         super().__init__(channels)
-        odd, even = polyphase_filters(module.up_filter.detach())
-        self.even, self.odd, self.lowpass = even, odd, module.down_filter.detach().flatten()
-        self.phases = torch.stack([odd, even], dim=1)  # [6, 2]: both phases, interleaved in the output
+        self.even, self.odd, self.lowpass = module.filters()  # the filters are buffers: no gradient to detach
+        self.phases = torch.stack([self.odd, self.even], dim=1)  # [6, 2]: both phases, interleaved in the output
         self._matrices: dict[int, tuple[int, torch.Tensor, int, torch.Tensor]] = {}  # by tick length
         with torch.no_grad():
             self.alpha, self.inv_beta = module.act.prepared()
