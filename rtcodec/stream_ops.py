@@ -306,14 +306,14 @@ class AntiAliased(_Windowed):
 
         window = torch.cat([self.state, x], dim=2)
         self.state.copy_(window[..., -self.context :])
-        firsts, lengths = self._firsts(clock), self._lengths(clock)
-        if any(_crosses(first, n, window.shape[2]) for first, n in zip(firsts, lengths)):
-            first = torch.tensor(firsts).to(x.device)
-            length = torch.tensor([1 << 40 if n is None else n for n in lengths]).to(x.device)
-        else:
-            # No clamp reaches an output: the kernel's offline defaults do, with no copy from the host (which
-            # a CUDA graph could not replay).
-            first = length = None
+        # Where no clamp reaches an output (always in a settled tick), the kernel's offline defaults do, with no
+        # copy from the host (which a CUDA graph could not replay).
+        first = length = None
+        if not clock.settled:
+            firsts, lengths = self._firsts(clock), self._lengths(clock)
+            if any(_crosses(f, n, window.shape[2]) for f, n in zip(firsts, lengths)):
+                first = torch.tensor(firsts).to(x.device)
+                length = torch.tensor([1 << 40 if n is None else n for n in lengths]).to(x.device)
         filters = (self.even, self.odd, self.lowpass)
         return anti_aliased_snake(
             window, self.alpha.flatten(), self.inv_beta.flatten(), filters, first, length, self.REACH, x.shape[2]
