@@ -74,3 +74,8 @@ def percentile(values: list[float], q: float) -> float:
 def latency(times: list[float]) -> dict:
     """p50 and p99 of per-push times in seconds, in milliseconds."""
     return {"p50_ms": 1000 * percentile(times, 0.5), "p99_ms": 1000 * percentile(times, 0.99)}
+
+
+def realtime_factor(times: list[float], hops_per_push: int) -> float:
+    """Compute time over audio time, for pushes of `hops_per_push` hops: below 1 keeps up with a live signal."""
+    return sum(times) / (len(times) * hops_per_push * HOP_SECONDS)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .common import HOP_SECONDS, latency, models, round_trip, speech, stream_push_times, voice_conversion
+from .common import latency, models, realtime_factor, round_trip, speech, stream_push_times, voice_conversion
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECONDS = 10.0
@@ -57,7 +57,7 @@ def run_stage(name: str) -> dict:
         result = {
             "hops_per_push": hops,
             **latency(times),
-            "rtf": sum(times) / (len(times) * hops * HOP_SECONDS),
+            "rtf": realtime_factor(times, hops),
             "warm_up_s": warm_up,
             "push_ms": [1000 * t for t in times],
         }

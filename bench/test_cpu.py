@@ -10,7 +10,7 @@ import torch
 
 from rtcodec.streaming import decode_offline, encode_offline
 
-from .common import HOP_SECONDS, latency, models, round_trip, speech, stream_push_times, voice_conversion
+from .common import latency, models, realtime_factor, round_trip, speech, stream_push_times, voice_conversion
 
 
 @pytest.fixture(scope="module")
@@ -53,4 +53,4 @@ def test_streaming_voice_conversion(benchmark, setup, hops, compile):
     encoder, decoder, wav, _, _ = setup
     pipeline = voice_conversion(encoder, decoder, wav, hops, compile)
     times = benchmark.pedantic(stream_push_times, args=(pipeline, wav[..., :32000], hops), rounds=1)
-    benchmark.extra_info.update(**latency(times), rtf=sum(times) / (len(times) * hops * HOP_SECONDS))
+    benchmark.extra_info.update(**latency(times), rtf=realtime_factor(times, hops))
