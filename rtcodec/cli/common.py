@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 import torch
 
+from .. import audio
 from ..bitstream import Bitstream
 from ..hub import Pretrained, from_pretrained
 from ..streaming import decode_offline, encode_offline
@@ -21,6 +24,14 @@ def add_model_options(command: argparse.ArgumentParser) -> None:
         "--checkpoint-dir", metavar="DIR", help="folder with the published .bin files (default: the hub cache)"
     )
     command.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+
+def check_output(output: str, *inputs: str, audio_file: bool = True) -> None:
+    """Refuse, before any work, an output that cannot be written or that is one of the inputs."""
+    audio.check_output(output, audio=audio_file)
+    for source in inputs:
+        if Path(output).exists() and Path(source).exists() and os.path.samefile(output, source):
+            raise CommandError(f"{output} is also an input: writing it would destroy it; choose another output")
 
 
 def load(args: argparse.Namespace, version: str, redecoder: bool = False) -> Pretrained:
@@ -57,6 +68,6 @@ def decode(models: Pretrained, bits: Bitstream) -> torch.Tensor:
     device = device_of(models)
     emb = models.decoder.vq2emb(bits.codes[:, None].to(device))
     bar = ProgressBar("decoding")
-    audio = decode_offline(models.decoder, emb, bits.speaker[None].to(device), progress=bar)
+    wav = decode_offline(models.decoder, emb, bits.speaker[None].to(device), progress=bar)
     bar.close()
-    return audio
+    return wav

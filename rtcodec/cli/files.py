@@ -13,7 +13,7 @@ from ..bitstream import Bitstream
 from ..config import SAMPLE_RATE
 from ..hub import download
 from ..streaming import decode_offline
-from .common import CommandError, add_model_options, decode, device_of, encode, load
+from .common import CommandError, add_model_options, check_output, decode, device_of, encode, load
 
 
 def register(commands) -> None:
@@ -68,6 +68,7 @@ def run_download(args: argparse.Namespace) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> None:
+    check_output(args.output, args.input, audio_file=False)
     wav = audio.read(args.input)
     bits = encode(load(args, args.model), wav, args.model)
     bits.save(args.output)
@@ -76,11 +77,13 @@ def run_encode(args: argparse.Namespace) -> None:
 
 
 def run_decode(args: argparse.Namespace) -> None:
+    check_output(args.output, args.input)
     bits = Bitstream.load(args.input)
     audio.write(args.output, decode(load(args, f"v{bits.model_version}"), bits))
 
 
 def run_reconstruct(args: argparse.Namespace) -> None:
+    check_output(args.output, args.input)
     models = load(args, args.model)
     bits = encode(models, audio.read(args.input), args.model)
     # Through the bytes, so the result is what `encode` then `decode` give (fp16 speaker embedding included).
@@ -89,6 +92,7 @@ def run_reconstruct(args: argparse.Namespace) -> None:
 
 @torch.inference_mode()
 def run_convert(args: argparse.Namespace) -> None:
+    check_output(args.output, args.source, args.reference)
     source, reference = audio.read(args.source), audio.read(args.reference)
     version = "v1" if args.model == "redecoder" else args.model
     models = load(args, version, redecoder=args.model == "redecoder")
