@@ -108,7 +108,18 @@ class Bitstream:
         path = Path(path)
         if not path.is_file():
             raise BitstreamError(f"{path}: no such file")
-        return cls.from_bytes(path.read_bytes(), str(path))
+        with path.open("rb") as file:
+            head = file.read(HEADER.size)
+            if len(head) == HEADER.size and head[:4] == MAGIC:  # the size its header gives, before reading it all
+                frames = HEADER.unpack(head)[4]
+                expected = HEADER.size + SPEAKER_BYTES + packed_size(frames * CODEBOOKS * BITS) + CRC.size
+                size = path.stat().st_size
+                if size != expected:
+                    raise BitstreamError(
+                        f"{path} is {'truncated' if size < expected else 'too long'}: "
+                        f"{size} bytes, {frames} frames need {expected}"
+                    )
+            return cls.from_bytes(head + file.read(), str(path))
 
 
 def packed_size(bits: int) -> int:

@@ -101,6 +101,21 @@ def _listing(title: str, items: list[str]) -> str:
     return f"\n  {title} ({len(items)}):\n{shown}{more}"
 
 
+def _check_tensors(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Every entry the model uses is a dense floating-point tensor with data (not meta, not sparse)."""
+    for key, value in state_dict.items():
+        if key.startswith(TRAINING_ONLY_PREFIXES) or key.endswith(POSITION_TABLE_SUFFIX):
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"the checkpoint's {key} is a {type(value).__name__}, not a tensor")
+        if value.layout != torch.strided:
+            raise CheckpointError(f"the checkpoint's {key} is a {value.layout} tensor; a checkpoint holds dense ones")
+        if value.is_meta:
+            raise CheckpointError(f"the checkpoint's {key} is a meta tensor, with a shape but no values")
+        if not value.is_floating_point():
+            raise CheckpointError(f"the checkpoint's {key} is {value.dtype}; FACodec weights are floating-point")
+
+
 class PublishedCheckpointMixin:
     """Gives `load_state_dict` the published layout; see the module docstring."""
 
@@ -109,7 +124,11 @@ class PublishedCheckpointMixin:
             raise CheckpointError(
                 f"expected a state dict (a mapping of names to tensors), got {type(state_dict).__name__}"
             )
+        _check_tensors(state_dict)
         converted = to_inference_layout(state_dict)
+        for key, value in converted.items():  # after folding: a zero weight_v folds to NaN
+            if not torch.isfinite(value).all():
+                raise CheckpointError(f"the checkpoint's {key} holds NaN or infinite values: the file is damaged")
         expected = {k: tuple(v.shape) for k, v in self.state_dict().items()}
         missing = sorted(set(expected) - set(converted))
         unexpected = sorted(set(converted) - set(expected))
@@ -121,8 +140,10 @@ class PublishedCheckpointMixin:
         if mismatched or (strict and (missing or unexpected)):
             found = identify(state_dict.keys())
             message = f"cannot load this checkpoint into {type(self).__name__}: it holds {_describe(found)}"
-            if found == type(self).__name__:
+            if found == type(self).__name__ and (mismatched or unexpected):
                 message += ", built with other constructor arguments"
+            elif found == type(self).__name__:
+                message += ", with keys missing: a damaged or incomplete file, or one built with fewer layers"
             if mismatched:
                 message += _listing("shapes differ", mismatched)
             if strict and missing:

@@ -30,6 +30,13 @@ from . import validation
 from .layers.norm import timbre_norm
 from .stream_ops import Clock, StreamOp, build
 
+# One second per tick keeps the intermediate tensors small enough for the CPU caches; no tick is longer.
+MAX_TICK_HOPS = 80
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 class _Stream:
     """What the encoder and decoder streams share: ticks, per-row positions, lookahead, flush and reset."""
@@ -45,10 +52,10 @@ class _Stream:
         cuda_graph: bool | None,
         compile: bool,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if lookahead is not None and lookahead < 0:
-            raise ValueError(f"lookahead must be a number of samples >= 0, got {lookahead}")
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
+        if lookahead is not None and (not _is_int(lookahead) or lookahead < 0):
+            raise ValueError(f"lookahead must be a number of samples >= 0 (or None: exact), got {lookahead!r}")
         self.op = build(stack)
         self.parameter = next(stack.parameters())
         on_cuda = self.parameter.is_cuda
@@ -116,12 +123,17 @@ class _Stream:
             data = torch.cat([self.pending, x], dim=2)
             hops = data.shape[2] // self.in_per_hop
             self.pending = data[..., hops * self.in_per_hop :]
-            out = self._tick(data[..., : hops * self.in_per_hop]) if hops else self._nothing()
+            # A long push runs as ticks of at most MAX_TICK_HOPS, so its memory does not grow with its length.
+            outs, valids = [self._nothing()], [self.valid]
+            for first in range(0, hops, MAX_TICK_HOPS):
+                last = min(first + MAX_TICK_HOPS, hops)
+                outs.append(self._tick(data[..., first * self.in_per_hop : last * self.in_per_hop]))
+                valids.append(self.valid)
             if self.speculative:
-                valid = self.valid
-                out = torch.cat([out, self._speculate()], dim=2)
-                self.valid = torch.cat([valid, self.valid], dim=1)
-        return out
+                outs.append(self._speculate())
+                valids.append(self.valid)
+            self.valid = torch.cat(valids, dim=1)
+        return torch.cat(outs, dim=2)
 
     def _starts(self) -> list[int]:
         return [hops * self.out_per_hop + self.out_offset for hops in self.clock.hops]
@@ -389,10 +401,6 @@ class DecoderStream(_Stream):
         return max(self.lookahead, self.hop_length - 1)
 
 
-# One second per tick keeps the intermediate tensors small enough for the CPU caches.
-OFFLINE_TICK_HOPS = 80
-
-
 Progress = Callable[[int, int], None]  # (done, total) in input units
 
 
@@ -406,7 +414,7 @@ def _run_offline(stream: _Stream, x: torch.Tensor, step: int, progress: Progress
 
 
 def encode_offline(
-    encoder: nn.Module, wav: torch.Tensor, tick_hops: int = OFFLINE_TICK_HOPS, progress: Progress | None = None
+    encoder: nn.Module, wav: torch.Tensor, tick_hops: int = MAX_TICK_HOPS, progress: Progress | None = None
 ) -> torch.Tensor:
     """`encoder(wav)` on the fast path: the stream engine over ticks of `tick_hops` hops."""
     wav = validation.audio(wav, min_samples=encoder.config.min_samples, dtype=encoder.dtype)
@@ -418,7 +426,7 @@ def decode_offline(
     decoder: nn.Module,
     emb: torch.Tensor,
     speaker_embedding: torch.Tensor,
-    tick_hops: int = OFFLINE_TICK_HOPS,
+    tick_hops: int = MAX_TICK_HOPS,
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """`decoder.inference(emb, spk)` on the fast path: the stream engine over ticks of `tick_hops` frames."""

@@ -55,7 +55,8 @@ def codes(vq: torch.Tensor, *, min_codebooks: int, codebook_sizes: list[int]) ->
         raise ValueError(f"codes must be an integer tensor, got {vq.dtype}")
     if vq.shape[1] == 0 or vq.shape[2] == 0:
         raise ValueError(f"codes are empty: shape {tuple(vq.shape)}")
+    vq = vq.long()  # compared as they are, a uint8 1024 wraps to 0 and every uint8 code is out of range
     for i, (row, size) in enumerate(zip(vq, codebook_sizes)):
         if (row < 0).any() or (row >= size).any():
             raise ValueError(f"codes of codebook {i} must lie in [0, {size}), got values {row.min()}..{row.max()}")
-    return vq.long()
+    return vq
