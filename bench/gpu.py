@@ -234,10 +234,11 @@ def main() -> None:
                 print(f"convolutions {convs}, batch {batch}: {report['hop_by_batch'][convs][batch]}")
                 if device.type == "cuda":
                     torch.cuda.empty_cache()  # the last batch's graph pools
-                if percentile(times, 0.99) >= HOP_SECONDS:
+                if percentile(times, 0.99) < HOP_SECONDS:
+                    report["realtime_streams"] = max(report["realtime_streams"], batch)
+                    save()
+                elif not args.smoke:  # a smoke run measures every batch: CI checks them all, whatever its speed
                     break
-                report["realtime_streams"] = max(report["realtime_streams"], batch)
-                save()
         stream_ops.SMALL_TICK[device.type] = default
     kernels.use("auto")
     save()

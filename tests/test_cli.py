@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 
 from rtcodec import audio
 from rtcodec.bitstream import Bitstream, BitstreamError
-from rtcodec.cli import main, net
+from rtcodec.cli import main, net, parser
 from rtcodec.hub import from_pretrained
 from rtcodec.pipelines import CodecReceiver, CodecSender, VoiceConversion, speaker_embedding
 
@@ -247,20 +246,13 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
 
 def _send_receive(ckpt, clip, out: Path, port: int, drop, timeout: float = 30.0) -> str:
     ready = threading.Event()
-    receive = Namespace(port=port, output=str(out), timeout=timeout, checkpoint_dir=str(ckpt), device="cpu")
+    receive = parser().parse_args(
+        ["receive", "--port", str(port), "--output", str(out), "--timeout", str(timeout), "--checkpoint-dir", str(ckpt)]
+    )
     thread = threading.Thread(target=net.run_receive, args=(receive, ready.set))
     thread.start()
     assert ready.wait(60)
-    send = Namespace(
-        input=str(clip),
-        host="127.0.0.1",
-        port=port,
-        frames_per_packet=4,
-        seconds=0.0,
-        no_pacing=True,
-        checkpoint_dir=str(ckpt),
-        device="cpu",
-    )
+    send = parser().parse_args(["send", str(clip), "--port", str(port), "--no-pacing", "--checkpoint-dir", str(ckpt)])
     net.run_send(send, drop)
     thread.join(120)
     assert not thread.is_alive()
@@ -301,3 +293,102 @@ def test_a_lost_end_packet_ends_the_signal_after_the_timeout(ckpt, clips, tmp_pa
     out = _send_receive(ckpt, clips["rms"], tmp_path / "o.wav", 50604, lambda seq: seq >= 21, timeout=3.0)
     assert "ending the signal here" in capsys.readouterr().err
     assert sf.read(out)[0].shape == (16000,)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["receive", "--port", "70000"], "a port is within 1..65535, got 70000"),
+        (["send", "x.wav", "--port", "0"], "a port is within 1..65535, got 0"),
+        (["receive", "--timeout", "0"], "must be more than 0 seconds"),
+        (["receive", "--timeout", "nan"], "must be more than 0 seconds"),
+    ],
+)
+def test_bad_network_options_are_refused_before_loading(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_output_that_is_an_input_is_refused(ckpt, clips, tmp_path, capsys):
+    source = tmp_path / "in.wav"
+    source.write_bytes(clips["rms"].read_bytes())
+    before = source.read_bytes()
+    for args in (["reconstruct", source, source], ["convert", clips["slt"], source, source]):
+        code, err = run(capsys, *args, "--checkpoint-dir", ckpt)
+        assert code == 1 and "is also an input" in err and err.count("\n") == 1
+    assert source.read_bytes() == before
+    code, err = run(capsys, "reconstruct", source, tmp_path / "no" / "o.wav", "--checkpoint-dir", ckpt)
+    assert code == 1 and "does not exist" in err
+
+
+def test_a_hostile_sender_on_loopback_changes_nothing(ckpt, clips, tmp_path, capsys):
+    """Once the real sender's first packet has locked the receiver, a second port injects codes, a voice and an
+    END, malformed packets, huge frame indices and junk: the real stream is decoded exactly as without them."""
+    import socket
+
+    from rtcodec.transport import CODES, END, SPEAKER, codes_packet, end_packet, packet, speaker_packet
+
+    port = 50611
+    hostile = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    attacks = [
+        codes_packet(0, 8, torch.full((6, 4), 5, dtype=torch.long)),
+        speaker_packet(0, torch.full((256,), 3.0)),
+        end_packet(0, 10),
+        codes_packet(0, 2**32 - 5, torch.zeros(6, 4, dtype=torch.long)),
+        end_packet(0, 2**32 - 1),
+        packet(CODES, 0, b"\x00\x02"),
+        packet(END, 0, b""),
+        packet(CODES, 0, bytes([0, 0, 0, 0, 255]) + bytes(8)),
+        packet(SPEAKER, 0, bytes(100)),
+        packet(SPEAKER, 0, b"\x7e\x00" * 256),  # fp16 NaN
+        b"junk",
+    ]
+
+    def drop(seq: int) -> bool:  # called before each real packet goes out
+        if seq == 2:  # the speaker and the first codes are on their way: the real sender is the peer
+            for data in attacks:
+                hostile.sendto(data, ("127.0.0.1", port))
+        return False
+
+    try:
+        clean = sf.read(_send_receive(ckpt, clips["slt"], tmp_path / "clean.wav", port - 1, lambda seq: False))[0]
+        capsys.readouterr()
+        out = sf.read(_send_receive(ckpt, clips["slt"], tmp_path / "attacked.wav", port, drop))[0]
+    finally:
+        hostile.close()
+    err = capsys.readouterr().err
+    assert out.shape == clean.shape and np.abs(out - clean).max() < 1e-4, err
+    assert "0 lost and concealed, 0 late packets, 6 damaged, 5 from other senders" in err, err
+
+
+def test_junk_does_not_keep_a_receiver_open(ckpt, clips, tmp_path, capsys):
+    """Junk every 0.2 s after the real sender's packets stop: the timeout still ends the signal."""
+    import socket
+
+    from rtcodec.transport import Sender
+
+    port, stop = 50613, threading.Event()
+    receive = parser().parse_args(
+        ["receive", "--port", str(port), "--output", str(tmp_path / "o.wav"), "--timeout", "1"]
+        + ["--checkpoint-dir", str(ckpt)]
+    )
+    ready = threading.Event()
+    thread = threading.Thread(target=net.run_receive, args=(receive, ready.set))
+    thread.start()
+    assert ready.wait(60)
+    real, junk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = Sender(lambda data: real.sendto(data, ("127.0.0.1", port)), torch.zeros(256))
+    sender.push(torch.zeros(6, 1, 8, dtype=torch.long))  # 8 frames, no end packet
+    try:
+        while thread.is_alive() and not stop.wait(0.2):
+            junk.sendto(b"junk", ("127.0.0.1", port))
+            thread.join(0)
+            assert ready.is_set()
+    finally:
+        real.close()
+        junk.close()
+    thread.join(60)
+    err = capsys.readouterr().err
+    assert not thread.is_alive() and "ending the signal here" in err and "received 8 frames" in err
+    assert sf.read(tmp_path / "o.wav")[0].shape == (1600,)

@@ -130,7 +130,7 @@ def test_push_rejects_bad_input():
         stream.push(torch.zeros(2, 1, 10))
     stream.reset()
     assert stream.push(torch.zeros(2, 1, 10)).shape == (2, 256, 0)
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+    with pytest.raises(ValueError, match="batch_size must be an integer of at least 1"):
         encoder.stream(batch_size=0)
 
 
