@@ -3,6 +3,8 @@
 `from rtcodec import FACodecEncoder, FACodecDecoder` is a drop-in replacement for the published classes.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .checkpoint import CheckpointError
 from .config import HOP_LENGTH, OFFICIAL, SAMPLE_RATE, DecoderConfig, EncoderConfig, RedecoderConfig
 from .decoder import FACodecDecoder, FACodecDecoderV2
@@ -11,6 +13,11 @@ from .hub import Pretrained, from_pretrained
 from .pipelines import CodecReceiver, CodecSender, VoiceConversion
 from .redecoder import FACodecRedecoder
 from .streaming import DecoderStream, EncoderStream
+
+try:
+    __version__ = version("rtcodec")
+except PackageNotFoundError:  # run from a source tree that was not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "HOP_LENGTH",

@@ -5,12 +5,14 @@ Layout (big-endian):
 | bytes        | field                                                                 |
 |--------------|-----------------------------------------------------------------------|
 | 4            | magic `RTFC`                                                          |
-| 1            | format version (1)                                                    |
+| 1            | format version (2; version 1 files, without the sample count, read)   |
 | 1            | model version: 1 (FACodec V1 codes) or 2 (V2 codes)                   |
 | 4            | sample rate (16000)                                                   |
 | 4            | frame count T                                                         |
 | 1            | codebooks per frame (6)                                               |
 | 1            | bits per code (10)                                                    |
+| 4            | sample count L, 200 (T - 1) < L <= 200 T: the decoded audio is cut to |
+|              | L samples, as long as the input (format version 2 only)               |
 | 512          | the speaker embedding: 256 values in fp16                             |
 | ceil(60T/8)  | the codes, frame by frame, prosody, content, residual, 10 bits each,  |
 |              | most significant bit first, zero bits up to the byte                  |
@@ -29,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import LATENT_CHANNELS, SAMPLE_RATE
+from .config import HOP_LENGTH, LATENT_CHANNELS, SAMPLE_RATE
 
 MAGIC = b"RTFC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CODEBOOKS = 6
 BITS = 10
-HEADER = struct.Struct(">4sBBIIBB")
+HEADERS = {1: struct.Struct(">4sBBIIBB"), 2: struct.Struct(">4sBBIIBBI")}  # by format version
 SPEAKER_BYTES = 2 * LATENT_CHANNELS
 CRC = struct.Struct(">I")
 
@@ -46,11 +48,13 @@ class BitstreamError(ValueError):
 
 @dataclass
 class Bitstream:
-    """Codes `[6, T]` (ints below 1024), the speaker embedding `[256]` and the model version (1 or 2)."""
+    """Codes `[6, T]` (ints below 1024), the speaker embedding `[256]`, the model version (1 or 2) and the
+    length of the audio in samples (None: 200 T, whole frames)."""
 
     codes: torch.Tensor
     speaker: torch.Tensor
     model_version: int = 1
+    samples: int | None = None
 
     def __post_init__(self) -> None:
         if self.model_version not in (1, 2):
@@ -61,30 +65,40 @@ class Bitstream:
             raise BitstreamError(f"codes must lie in [0, {1 << BITS})")
         if tuple(self.speaker.shape) != (LATENT_CHANNELS,):
             raise BitstreamError(f"the speaker embedding must be shaped [{LATENT_CHANNELS}]")
+        if self.samples is None:
+            self.samples = HOP_LENGTH * self.frames
+        if not _fits(self.samples, self.frames):
+            raise BitstreamError(
+                f"{self.samples} samples do not fit {self.frames} frames of {HOP_LENGTH} (the last one partial)"
+            )
 
     @property
     def frames(self) -> int:
         return self.codes.shape[1]
 
     def to_bytes(self) -> bytes:
-        header = HEADER.pack(MAGIC, FORMAT_VERSION, self.model_version, SAMPLE_RATE, self.frames, CODEBOOKS, BITS)
+        header = HEADERS[FORMAT_VERSION].pack(
+            MAGIC, FORMAT_VERSION, self.model_version, SAMPLE_RATE, self.frames, CODEBOOKS, BITS, self.samples
+        )
         body = header + pack_speaker(self.speaker) + pack_frames(self.codes)
         return body + CRC.pack(zlib.crc32(body))
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "bitstream") -> Bitstream:
-        minimum = HEADER.size + SPEAKER_BYTES + CRC.size
+        version = data[4] if len(data) > 4 else FORMAT_VERSION
+        header = HEADERS.get(version, HEADERS[FORMAT_VERSION])
+        minimum = header.size + SPEAKER_BYTES + CRC.size
         if len(data) < minimum:
             raise BitstreamError(f"{name} is truncated: {len(data)} bytes, a .fac file has at least {minimum}")
-        magic, version, model, rate, frames, books, bits = HEADER.unpack_from(data)
+        magic, version, model, rate, frames, books, bits, *samples = header.unpack_from(data)
         if magic != MAGIC:
             raise BitstreamError(f"{name} is not a .fac file (magic {magic!r}, expected {MAGIC!r})")
-        expected = minimum + packed_size(frames * books * bits)
+        expected = _file_size(header, frames)
         # The CRC first: a damaged field must read as damage, not as an unsupported version.
         if len(data) == expected and zlib.crc32(data[:-4]) != CRC.unpack_from(data, len(data) - 4)[0]:
             raise BitstreamError(f"{name} is corrupted (CRC32 mismatch)")
-        if version != FORMAT_VERSION:
-            raise BitstreamError(f"{name} has format version {version}; this rtcodec reads version {FORMAT_VERSION}")
+        if version not in HEADERS:
+            raise BitstreamError(f"{name} has format version {version}; this rtcodec reads versions 1 and 2")
         if model not in (1, 2) or rate != SAMPLE_RATE or books != CODEBOOKS or bits != BITS:
             raise BitstreamError(
                 f"{name} holds model {model}, {rate} Hz, {books} codebooks of {bits} bits; "
@@ -95,8 +109,11 @@ class Bitstream:
                 f"{name} is {'truncated' if len(data) < expected else 'too long'}: "
                 f"{len(data)} bytes, {frames} frames need {expected}"
             )
-        speaker = unpack_speaker(data[HEADER.size : HEADER.size + SPEAKER_BYTES])
-        return cls(unpack_frames(data[HEADER.size + SPEAKER_BYTES : -CRC.size], frames), speaker, model)
+        samples = samples[0] if samples else HOP_LENGTH * frames
+        if not _fits(samples, frames):
+            raise BitstreamError(f"{name} says {samples} samples, which do not fit its {frames} frames")
+        speaker = unpack_speaker(data[header.size : header.size + SPEAKER_BYTES])
+        return cls(unpack_frames(data[header.size + SPEAKER_BYTES : -CRC.size], frames), speaker, model, samples)
 
     def save(self, path: str | Path) -> None:
         from .audio import atomic_write
@@ -109,17 +126,25 @@ class Bitstream:
         if not path.is_file():
             raise BitstreamError(f"{path}: no such file")
         with path.open("rb") as file:
-            head = file.read(HEADER.size)
-            if len(head) == HEADER.size and head[:4] == MAGIC:  # the size its header gives, before reading it all
-                frames = HEADER.unpack(head)[4]
-                expected = HEADER.size + SPEAKER_BYTES + packed_size(frames * CODEBOOKS * BITS) + CRC.size
-                size = path.stat().st_size
+            head = file.read(max(h.size for h in HEADERS.values()))
+            header = HEADERS.get(head[4] if len(head) > 4 else 0)
+            if header and len(head) >= header.size and head[:4] == MAGIC:  # sized from its header before reading
+                frames = header.unpack_from(head)[4]
+                expected, size = _file_size(header, frames), path.stat().st_size
                 if size != expected:
                     raise BitstreamError(
                         f"{path} is {'truncated' if size < expected else 'too long'}: "
                         f"{size} bytes, {frames} frames need {expected}"
                     )
             return cls.from_bytes(head + file.read(), str(path))
+
+
+def _file_size(header: struct.Struct, frames: int) -> int:
+    return header.size + SPEAKER_BYTES + packed_size(frames * CODEBOOKS * BITS) + CRC.size
+
+
+def _fits(samples: int, frames: int) -> bool:
+    return HOP_LENGTH * (frames - 1) < samples <= HOP_LENGTH * frames or samples == frames == 0
 
 
 def packed_size(bits: int) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -22,7 +24,12 @@ VERSIONS = {
 
 
 class CheckpointNotFoundError(FileNotFoundError):
-    """The published files are neither in the given folder nor in the hub cache, and cannot be downloaded."""
+    """The published files are neither in the given folder nor in the hub cache, and cannot be downloaded.
+    `names` are the files needed; `reason` says why they could not be had."""
+
+    def __init__(self, message: str, names: list[str] = (), reason: str = "") -> None:
+        super().__init__(message)
+        self.names, self.reason = list(names), reason
 
 
 @dataclass
@@ -43,22 +50,50 @@ def file_names(version: str, redecoder: bool = False) -> list[str]:
 
 
 def download(version: str = "v1", redecoder: bool = False, cache_dir: str | Path | None = None) -> dict[str, Path]:
-    """Paths of the published files, fetched into the hub cache if they are not there yet."""
-    from huggingface_hub import hf_hub_download
+    """Paths of the published files: from the hub cache, else downloaded into it. Where the hub cannot be
+    reached (offline, no network) this fails at once, not after the hub client's retries."""
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    paths = {}
-    for name in file_names(version, redecoder):
+    names = file_names(version, redecoder)
+    paths, missing = {}, []
+    for name in names:
+        try:
+            paths[name] = Path(hf_hub_download(REPO_ID, name, cache_dir=cache_dir, local_files_only=True))
+        except LocalEntryNotFoundError:
+            missing.append(name)
+    if not missing:
+        return paths
+    if constants.HF_HUB_OFFLINE:
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        reason = _unreachable(constants.ENDPOINT)
+    for name in missing if not reason else []:
         try:
             paths[name] = Path(hf_hub_download(REPO_ID, name, cache_dir=cache_dir))
-        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
-            raise CheckpointNotFoundError(
-                f"could not get {name} from the Hugging Face hub ({REPO_ID}): {type(err).__name__}. "
-                "The hub is unreachable or offline (HF_HUB_OFFLINE=1) and the file is not in the cache. "
-                "Run `rtcodec download` on a machine with network access, or download the files from "
-                f"https://huggingface.co/{REPO_ID} and pass checkpoint_dir=<folder with {name}>."
-            ) from None
+        except (HfHubHTTPError, OSError) as err:  # LocalEntryNotFoundError too: the connection failed midway
+            reason = f"{type(err).__name__}: {err}"
+            break
+    if reason:
+        raise CheckpointNotFoundError(
+            f"the published FACodec weights ({', '.join(missing)}) are not in the Hugging Face cache and cannot be "
+            f"downloaded ({reason}). Download them from https://huggingface.co/{REPO_ID} on a machine with network "
+            "access (`rtcodec download --checkpoint-dir DIR` does it) and pass checkpoint_dir=DIR.",
+            missing,
+            reason,
+        )
     return paths
+
+
+def _unreachable(endpoint: str, timeout: float = 5.0) -> str:
+    """Why the hub cannot be reached ('' if it can): a TCP connection to it, tried once."""
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        return f"cannot connect to {url.hostname}: {err.strerror or err}"
+    return ""
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import __version__
 from ..audio import AudioError
 from ..bitstream import BitstreamError
 from ..checkpoint import CheckpointError
@@ -20,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
         prog="rtcodec",
         description="Streaming FACodec: speech to 4.8 kbit/s codes and back, and zero-shot voice conversion.",
     )
+    top.add_argument("--version", action="version", version=f"rtcodec {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (files, live, net):
         module.register(commands)

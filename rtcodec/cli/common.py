@@ -10,7 +10,8 @@ import torch
 
 from .. import audio
 from ..bitstream import Bitstream
-from ..hub import Pretrained, from_pretrained
+from ..config import HOP_LENGTH, SAMPLE_RATE
+from ..hub import REPO_ID, CheckpointNotFoundError, Pretrained, from_pretrained
 from ..streaming import decode_offline, encode_offline
 from .progress import ProgressBar
 
@@ -41,7 +42,21 @@ def load(args: argparse.Namespace, version: str, redecoder: bool = False) -> Pre
         raise CommandError(f"unknown device {args.device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CommandError("--device cuda was asked for, but torch sees no CUDA GPU")
-    return from_pretrained(version, device, checkpoint_dir=args.checkpoint_dir, redecoder=redecoder)
+    try:
+        return from_pretrained(version, device, checkpoint_dir=args.checkpoint_dir, redecoder=redecoder)
+    except CheckpointNotFoundError as err:
+        if not err.names:  # a file missing from --checkpoint-dir: the error names it
+            raise
+        raise CommandError(weights_missing(err, "this command needs")) from None
+
+
+def weights_missing(err: CheckpointNotFoundError, needed: str) -> str:
+    """What to do when the published files cannot be had, in the command's terms."""
+    return (
+        f"{needed} {', '.join(err.names)}, which are not in the Hugging Face cache, and the hub cannot be reached "
+        f"({err.reason}). On a machine with network access run `rtcodec download --checkpoint-dir DIR` (or fetch "
+        f"the files from https://huggingface.co/{REPO_ID}), copy DIR here, and pass --checkpoint-dir DIR"
+    )
 
 
 def device_of(models: Pretrained) -> torch.device:
@@ -49,25 +64,43 @@ def device_of(models: Pretrained) -> torch.device:
 
 
 @torch.inference_mode()
-def encode(models: Pretrained, wav: torch.Tensor, version: str) -> Bitstream:
-    """Codes and speaker embedding of a `[1, 1, L]` clip."""
-    wav = wav.to(device_of(models))
-    bar = ProgressBar("encoding")
-    enc = encode_offline(models.encoder, wav, progress=bar)
-    bar.close()
-    if version == "v2":
-        _, codes, _, _, speaker = models.decoder(enc, models.encoder.get_prosody_feature(wav))
-    else:
-        _, codes, _, _, speaker = models.decoder(enc)
-    return Bitstream(codes[:, 0], speaker[0].float(), model_version=int(version[1]))
+def encode(models: Pretrained, wav: torch.Tensor, version: str, name: str) -> Bitstream:
+    """Codes and speaker embedding of a `[1, 1, L]` clip read from `name`. The clip is padded to whole frames
+    with silence, so its last partial frame is coded too; the bitstream keeps L to cut the decoded audio."""
+    samples = wav.shape[2]
+    wav = torch.nn.functional.pad(wav, (0, -samples % HOP_LENGTH)).to(device_of(models))
+    bar = ProgressBar(f"encoding {name}")
+    try:
+        enc = encode_offline(models.encoder, wav, progress=bar)
+        if version == "v2":
+            _, codes, _, _, speaker = models.decoder(enc, models.encoder.get_prosody_feature(wav))
+        else:
+            _, codes, _, _, speaker = models.decoder(enc)
+    except ValueError as err:  # too short for the encoder or the V2 prosody feature
+        raise CommandError(f"{name}: {err}") from None
+    finally:
+        bar.close()
+    samples = min(samples, HOP_LENGTH * codes.shape[2])  # V2 codes may cover a frame less
+    return Bitstream(codes[:, 0], speaker[0].float(), model_version=int(version[1]), samples=samples)
+
+
+@torch.inference_mode()
+def synthesize(decoder, emb: torch.Tensor, speaker: torch.Tensor, samples: int) -> torch.Tensor:
+    """Audio `[1, 1, samples]` of latent frames `[1, 256, T]` in the voice of `speaker` `[1, 256]`."""
+    bar = ProgressBar("decoding")
+    try:
+        return decode_offline(decoder, emb, speaker.to(emb.device), progress=bar)[..., :samples]
+    finally:
+        bar.close()
 
 
 @torch.inference_mode()
 def decode(models: Pretrained, bits: Bitstream) -> torch.Tensor:
-    """Audio `[1, 1, 200 * T]` of a bitstream, in the voice of its speaker embedding."""
-    device = device_of(models)
-    emb = models.decoder.vq2emb(bits.codes[:, None].to(device))
-    bar = ProgressBar("decoding")
-    wav = decode_offline(models.decoder, emb, bits.speaker[None].to(device), progress=bar)
-    bar.close()
-    return wav
+    """The audio of a bitstream, as long as the clip it was encoded from, in the voice of its speaker."""
+    emb = models.decoder.vq2emb(bits.codes[:, None].to(device_of(models)))
+    return synthesize(models.decoder, emb, bits.speaker[None], bits.samples)
+
+
+def wrote(path: str, wav: torch.Tensor) -> None:
+    """The closing line of a command that wrote audio."""
+    print(f"wrote {path}: {wav.shape[-1] / SAMPLE_RATE:.2f} s of audio")

@@ -11,9 +11,19 @@ import torch
 from .. import audio
 from ..bitstream import Bitstream
 from ..config import SAMPLE_RATE
-from ..hub import download
-from ..streaming import decode_offline
-from .common import CommandError, add_model_options, check_output, decode, device_of, encode, load
+from ..hub import CheckpointNotFoundError, download
+from .common import (
+    CommandError,
+    add_model_options,
+    check_output,
+    decode,
+    device_of,
+    encode,
+    load,
+    synthesize,
+    weights_missing,
+    wrote,
+)
 
 
 def register(commands) -> None:
@@ -57,7 +67,10 @@ def register(commands) -> None:
 def run_download(args: argparse.Namespace) -> None:
     versions = ["v1", "v2"] if args.version == "all" else [args.version]
     for version in versions:
-        paths = download(version, redecoder=version == "v1", cache_dir=args.cache_dir)
+        try:
+            paths = download(version, redecoder=version == "v1", cache_dir=args.cache_dir)
+        except CheckpointNotFoundError as err:
+            raise CommandError(weights_missing(err, "cannot download")) from None
         for name, path in paths.items():
             if args.checkpoint_dir:
                 target = Path(args.checkpoint_dir) / name
@@ -70,24 +83,29 @@ def run_download(args: argparse.Namespace) -> None:
 def run_encode(args: argparse.Namespace) -> None:
     check_output(args.output, args.input, audio_file=False)
     wav = audio.read(args.input)
-    bits = encode(load(args, args.model), wav, args.model)
+    bits = encode(load(args, args.model), wav, args.model, args.input)
     bits.save(args.output)
     seconds = wav.shape[2] / SAMPLE_RATE
-    print(f"{args.output}: {bits.frames} frames, {len(bits.to_bytes())} bytes ({seconds:.2f} s of audio)")
+    print(f"wrote {args.output}: {bits.frames} frames, {len(bits.to_bytes())} bytes ({seconds:.2f} s of audio)")
 
 
 def run_decode(args: argparse.Namespace) -> None:
     check_output(args.output, args.input)
     bits = Bitstream.load(args.input)
-    audio.write(args.output, decode(load(args, f"v{bits.model_version}"), bits))
+    wav = decode(load(args, f"v{bits.model_version}"), bits)
+    audio.write(args.output, wav)
+    wrote(args.output, wav)
 
 
 def run_reconstruct(args: argparse.Namespace) -> None:
     check_output(args.output, args.input)
+    wav = audio.read(args.input)
     models = load(args, args.model)
-    bits = encode(models, audio.read(args.input), args.model)
+    bits = encode(models, wav, args.model, args.input)
     # Through the bytes, so the result is what `encode` then `decode` give (fp16 speaker embedding included).
-    audio.write(args.output, decode(models, Bitstream.from_bytes(bits.to_bytes())))
+    out = decode(models, Bitstream.from_bytes(bits.to_bytes()))
+    audio.write(args.output, out)
+    wrote(args.output, out)
 
 
 @torch.inference_mode()
@@ -96,16 +114,13 @@ def run_convert(args: argparse.Namespace) -> None:
     source, reference = audio.read(args.source), audio.read(args.reference)
     version = "v1" if args.model == "redecoder" else args.model
     models = load(args, version, redecoder=args.model == "redecoder")
-    src, ref = encode(models, source, version), encode(models, reference, version)
-    codes, speaker = src.codes[:, None], ref.speaker[None]
+    src, ref = encode(models, source, version, args.source), encode(models, reference, version, args.reference)
     device = device_of(models)
-    codes, speaker = codes.to(device), speaker.to(device)
+    codes, speaker = src.codes[:, None].to(device), ref.speaker[None].to(device)
     if args.model == "redecoder":
-        emb = models.redecoder.vq2emb(codes, speaker, use_residual=False)
-        out = decode_offline(models.redecoder, emb, speaker)
+        decoder, emb = models.redecoder, models.redecoder.vq2emb(codes, speaker, use_residual=False)
     else:
-        emb = models.decoder.vq2emb(codes, False)
-        out = decode_offline(models.decoder, emb, speaker)
-    if out.shape[2] == 0:
-        raise CommandError(f"{args.source} is too short to convert")
+        decoder, emb = models.decoder, models.decoder.vq2emb(codes, False)
+    out = synthesize(decoder, emb, speaker, src.samples)
     audio.write(args.output, out)
+    wrote(args.output, out)
