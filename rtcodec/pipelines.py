@@ -17,6 +17,16 @@ from .config import SAMPLE_RATE
 from .decoder import FACodecDecoder, FACodecDecoderV2
 from .encoder import FACodecEncoder
 
+# Lookahead (encoder, decoder) in samples by latency preset: exact, and the two reduced latencies that the
+# lookahead-quality measurement supports (bench/README.md): "balanced" loses nothing measurable with the golden
+# weights, "low" changes about a fifth of the frames' codes. None is exact. The compute each costs per push is
+# in the README (bench/latency_presets.py): the lookahead is recomputed on every push.
+LATENCY_PRESETS: dict[str, tuple[int | None, int | None]] = {
+    "exact": (None, None),
+    "balanced": (2400, 3000),
+    "low": (800, 1000),
+}
+
 
 def _check_models(encoder: FACodecEncoder, decoder: FACodecDecoder) -> None:
     if not isinstance(encoder, FACodecEncoder):

@@ -1,9 +1,18 @@
-"""`rtcodec live`: microphone -> streaming voice conversion -> speakers, with sounddevice."""
+"""`rtcodec live`: microphone -> streaming voice conversion -> speakers, with sounddevice.
+
+The audio callback never computes: it hands each microphone block to a worker thread and plays what the worker
+has converted, silence until the first converted block is ready. From then on, a callback that finds less than
+a block ready is an xrun (the computer did not keep up: a gap of silence is played), and a microphone block that
+finds the worker more than `MAX_BACKLOG_BLOCKS` behind is dropped, so the delay cannot grow without bound; both
+are counted and shown while it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
+import threading
 import time
 
 import numpy as np
@@ -11,8 +20,16 @@ import torch
 
 from .. import audio
 from ..config import HOP_LENGTH, SAMPLE_RATE
-from ..pipelines import VoiceConversion
+from ..pipelines import LATENCY_PRESETS, VoiceConversion
 from .common import CommandError, add_model_options, load
+
+MAX_BACKLOG_BLOCKS = 8
+# What each preset costs: python -m bench.latency_presets, 4 hops per block, 2-core Intel Xeon (README).
+PRESET_HELP = {
+    "exact": "683 ms of lookahead, the offline output exactly, the least compute",
+    "balanced": "338 ms, no measurable change with test weights, 3.3x the compute of exact",
+    "low": "113 ms, about a fifth of the codes change, 4.4x the compute of exact",
+}
 
 
 def register(commands) -> None:
@@ -22,10 +39,16 @@ def register(commands) -> None:
     c.add_argument("--input-device", help="input device number or name (default: the system's)")
     c.add_argument("--output-device", help="output device number or name (default: the system's)")
     c.add_argument(
+        "--latency",
+        choices=list(LATENCY_PRESETS),
+        default="exact",
+        help="; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()) + " (default: exact)",
+    )
+    c.add_argument(
         "--lookahead",
         type=int,
         metavar="SAMPLES",
-        help="lookahead of the encoder and of the decoder stream, in samples (default: exact, about 680 ms in all)",
+        help="lookahead of the encoder and of the decoder stream in samples, instead of a --latency preset",
     )
     c.add_argument("--hops-per-block", type=int, default=4, help="12.5 ms hops per audio block (default: 4)")
     c.add_argument(
@@ -39,46 +62,73 @@ def register(commands) -> None:
 
 
 class LiveConverter:
-    """The audio callback's work: a block of input samples in, a block of converted samples out.
-
-    Converted audio goes through a FIFO: silence until a whole block is ready, then a block per callback.
-    A callback that finds the FIFO short after that (the computer did not keep up) counts an xrun.
-    """
+    """Converts microphone blocks on a worker thread; `callback` (sounddevice's) only moves audio."""
 
     def __init__(self, pipeline: VoiceConversion, block: int) -> None:
         self.pipeline, self.block = pipeline, block
-        self.fifo = np.zeros(0, dtype=np.float32)
-        self.blocks = self.xruns = 0
-        self.started_block: int | None = None
+        self.inbox: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=MAX_BACKLOG_BLOCKS)
+        self.fifo = np.zeros(0, dtype=np.float32)  # converted audio not played yet
+        self.lock = threading.Lock()
+        self.started = False  # playback has begun: from here a short fifo is an xrun
+        self.blocks = self.converted = self.xruns = self.dropped = self.device_errors = 0
         self.compute_s = 0.0
+        self.worker = threading.Thread(target=self._work, name="rtcodec-live-worker", daemon=True)
+        self.error: BaseException | None = None
 
-    def process(self, block_in: np.ndarray) -> np.ndarray:
-        start = time.perf_counter()
-        converted = self.pipeline.push(torch.from_numpy(np.ascontiguousarray(block_in, np.float32)).view(1, 1, -1))
-        self.fifo = np.concatenate([self.fifo, converted.reshape(-1).cpu().numpy()])
-        self.compute_s += time.perf_counter() - start
-        if self.started_block is None and self.fifo.size >= self.block:
-            self.started_block = self.blocks
-        out = np.zeros(self.block, dtype=np.float32)
-        if self.started_block is not None:
-            take = min(self.block, self.fifo.size)
-            out[:take], self.fifo = self.fifo[:take], self.fifo[take:]
-            self.xruns += take < self.block
-        self.blocks += 1
-        return out
+    def start(self) -> None:
+        self.worker.start()
+
+    def stop(self) -> None:
+        self.inbox.put(None)
+        self.worker.join()
+
+    def wait_idle(self) -> None:
+        """Until every block handed over so far is converted (tests drive the callback with it)."""
+        self.inbox.join()
 
     def callback(self, indata, outdata, frames, time_info, status) -> None:
-        """A sounddevice Stream callback (mono)."""
-        if status:  # the device dropped input or ran out of output
+        """A sounddevice Stream callback (mono): never waits and never computes."""
+        if status:  # the device itself dropped input or ran out of output
+            self.device_errors += 1
+        try:
+            self.inbox.put_nowait(indata[:, 0].copy())
+        except queue.Full:
+            self.dropped += 1
+        self.blocks += 1
+        with self.lock:
+            if not self.started and self.fifo.size >= frames:
+                self.started = True
+            take = min(frames, self.fifo.size) if self.started else 0
+            outdata[:take, 0], self.fifo = self.fifo[:take], self.fifo[take:]
+        outdata[take:, 0] = 0.0
+        if self.started and take < frames:
             self.xruns += 1
-        outdata[:, 0] = self.process(indata[:, 0])
+
+    def _work(self) -> None:
+        while (block := self.inbox.get()) is not None:
+            if self.error is not None:  # the main thread stops; drain until it does
+                self.inbox.task_done()
+                continue
+            try:
+                start = time.perf_counter()
+                converted = self.pipeline.push(torch.from_numpy(block).view(1, 1, -1)).reshape(-1).cpu().numpy()
+                self.compute_s += time.perf_counter() - start
+                self.converted += 1
+                with self.lock:
+                    self.fifo = np.concatenate([self.fifo, converted])
+            except BaseException as err:  # shown by the main thread, which stops
+                self.error = err
+            finally:
+                self.inbox.task_done()
+        self.inbox.task_done()
 
     def status_line(self, algorithmic_ms: float) -> str:
         block_ms = 1000 * self.block / SAMPLE_RATE
-        compute_ms = 1000 * self.compute_s / max(self.blocks, 1)
+        compute_ms = 1000 * self.compute_s / max(self.converted, 1)
         return (
             f"latency {algorithmic_ms + block_ms:.0f} ms ({algorithmic_ms:.0f} lookahead + {block_ms:.1f} block) | "
-            f"compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | xruns {self.xruns}"
+            f"compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | xruns {self.xruns} | "
+            f"dropped {self.dropped} | device errors {self.device_errors}"
         )
 
 
@@ -94,38 +144,69 @@ def _device(value: str | None):
     return int(value) if value is not None and value.isdigit() else value
 
 
+def _check_devices(sd, args: argparse.Namespace) -> None:
+    """The input and output devices exist and take 16 kHz mono float32: one line if not, before any loading."""
+    if not len(sd.query_devices()):
+        raise CommandError("no audio devices found (is a sound card or an audio server such as PulseAudio there?)")
+    try:
+        sd.check_input_settings(device=_device(args.input_device), channels=1, dtype="float32", samplerate=SAMPLE_RATE)
+        sd.check_output_settings(
+            device=_device(args.output_device), channels=1, dtype="float32", samplerate=SAMPLE_RATE
+        )
+    except (sd.PortAudioError, ValueError) as err:
+        raise CommandError(f"audio device: {err} (rtcodec live --list-devices shows them)") from None
+
+
 def run_live(args: argparse.Namespace) -> None:
     sd = _sounddevice()
     if args.list_devices:
-        print(sd.query_devices())
+        devices = sd.query_devices()
+        print(devices if len(devices) else "no audio devices found")
         return
     if not args.reference:
         raise CommandError("live needs --reference REF.wav (the target voice)")
     if args.hops_per_block < 1:
         raise CommandError(f"--hops-per-block must be at least 1, got {args.hops_per_block}")
+    _check_devices(sd, args)
     reference = audio.read(args.reference)
     models = load(args, "v1")
-    lookahead = (args.lookahead, args.lookahead)
+    lookahead = LATENCY_PRESETS[args.latency] if args.lookahead is None else (args.lookahead, args.lookahead)
     pipeline = VoiceConversion(models.encoder, models.decoder, reference, lookahead=lookahead, compile=args.compile)
     block = args.hops_per_block * HOP_LENGTH
-    if args.compile:
-        print("compiling the hop step (about a minute the first time, seconds once cached)...", file=sys.stderr)
-    pipeline.warm_up(block)  # compiles or captures before the audio starts, not in its callback
+    note = " and compiling the hop step (about a minute the first time, seconds once cached)" if args.compile else ""
+    print(f"warming up{note}...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    pipeline.warm_up(block)  # compiles or captures before the audio starts, not while it plays
+    print(f"warmed up in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     converter = LiveConverter(pipeline, block)
     print(f"converting to the voice of {args.reference}; Ctrl-C stops", file=sys.stderr)
-    stream = sd.Stream(
-        samplerate=SAMPLE_RATE,
-        blocksize=block,
-        channels=1,
-        dtype="float32",
-        device=(_device(args.input_device), _device(args.output_device)),
-        callback=converter.callback,
-    )
+    try:
+        stream = sd.Stream(
+            samplerate=SAMPLE_RATE,
+            blocksize=block,
+            channels=1,
+            dtype="float32",
+            device=(_device(args.input_device), _device(args.output_device)),
+            callback=converter.callback,
+        )
+    except sd.PortAudioError as err:
+        raise CommandError(f"cannot open the audio devices: {err}") from None
+    converter.start()
     try:
         with stream:
-            while True:
+            while converter.error is None:
                 time.sleep(0.5)
                 print("\r" + converter.status_line(pipeline.latency_ms), end="", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         pass
-    print(f"\nstopped after {converter.blocks * block / SAMPLE_RATE:.1f} s, {converter.xruns} xruns", file=sys.stderr)
+    except sd.PortAudioError as err:
+        raise CommandError(f"audio device failed: {err}") from None
+    finally:
+        converter.stop()
+    if converter.error is not None:
+        raise converter.error
+    seconds = converter.blocks * block / SAMPLE_RATE
+    print(
+        f"\nstopped after {seconds:.1f} s, {converter.xruns} xruns, {converter.dropped} dropped blocks",
+        file=sys.stderr,
+    )

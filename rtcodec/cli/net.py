@@ -71,7 +71,15 @@ def register(commands) -> None:
     )
     c.add_argument("--output", help="audio file to write as it is decoded (default: play on the speakers)")
     c.add_argument(
-        "--timeout", type=_seconds, default=10.0, help="seconds without a valid packet that end the signal (10)"
+        "--wait",
+        type=_seconds,
+        help="seconds to wait for the first packet (default: no limit; start the receiver first, Ctrl-C stops it)",
+    )
+    c.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        help="once packets come, seconds without a valid one that end the signal (default: 10)",
     )
     add_model_options(c)
     c.set_defaults(run=run_receive)
@@ -135,7 +143,7 @@ def run_send(args: argparse.Namespace, drop: Callable[[int], bool] = lambda seq:
 
     sender = Sender(send, speaker_embedding(models.encoder, models.decoder, enrollment)[0], args.frames_per_packet)
     codec = CodecSender(models.encoder, models.decoder)
-    print(f"sending to {args.host}:{args.port}", file=sys.stderr)
+    print(f"sending to {args.host}:{args.port}", file=sys.stderr, flush=True)
     start = time.monotonic()
     for i, chunk in enumerate(blocks):
         sender.push(codec.push(chunk))
@@ -169,32 +177,38 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
         sock.bind((args.bind, args.port))
     except OSError as err:
         raise CommandError(f"cannot listen on {args.bind}:{args.port}: {err.strerror or err}") from None
-    with sock, audio.AudioWriter(args.output) if args.output else _Player() as sink:
-        receiver = Receiver(
-            start=lambda speaker: CodecReceiver(models.decoder, speaker[None]),
-            on_audio=sink.write,
-            peer=peer,
-            request=lambda address: sock.sendto(packet(REQUEST, 0), address),
-            codebook_sizes=tuple(models.decoder.codebook_sizes),
-        )
-        print(f"listening on UDP {args.bind}:{args.port}", file=sys.stderr)
-        ready()
-        try:
-            _receive(sock, receiver, args.timeout)
-        finally:
-            counts = receiver.counts
-            print(f"received {receiver.decoded_frames} frames: {counts.summary()}", file=sys.stderr)
+    sink = audio.AudioWriter(args.output) if args.output else _Player()
+    receiver = Receiver(
+        start=lambda speaker: CodecReceiver(models.decoder, speaker[None]),
+        on_audio=sink.write,
+        peer=peer,
+        request=lambda address: sock.sendto(packet(REQUEST, 0), address),
+        codebook_sizes=tuple(models.decoder.codebook_sizes),
+    )
+    print(f"listening on UDP {args.bind}:{args.port}", file=sys.stderr)
+    ready()
+    try:
+        with sock, sink:
+            _receive(sock, receiver, args.wait, args.timeout)
+    finally:  # the output holds what came, whatever stopped the receiver
+        print(f"received {receiver.decoded_frames} frames: {receiver.counts.summary()}", file=sys.stderr)
+        if args.output and sink.samples:
+            print(f"wrote {args.output}: {sink.samples / SAMPLE_RATE:.2f} s of audio")
 
 
-def _receive(sock: socket.socket, receiver: Receiver, timeout: float) -> None:
-    """Hand datagrams to the receiver until the signal ends, or `timeout` seconds pass without a valid packet
-    from the peer (junk and strangers' packets do not keep it open)."""
-    last_valid = time.monotonic()
+def _receive(sock: socket.socket, receiver: Receiver, wait: float | None, timeout: float) -> None:
+    """Hand datagrams to the receiver until the signal ends, `wait` seconds pass before the first valid packet
+    (None: no limit), or `timeout` seconds pass without a valid packet from the peer after it (junk and
+    strangers' packets keep it waiting no longer)."""
+    last_valid = None  # when the last valid packet came
+    start = time.monotonic()
     while not receiver.ended:
-        left = last_valid + timeout - time.monotonic()
-        if left <= 0:
+        limit, since = (wait, start) if last_valid is None else (timeout, last_valid)
+        left = None if limit is None else since + limit - time.monotonic()
+        if left is not None and left <= 0:
             if receiver.stream is None:
-                raise CommandError(f"no packet with a speaker embedding for {timeout:g} s; is the sender running?")
+                what = "packet" if last_valid is None else "packet with a speaker embedding"
+                raise CommandError(f"no {what} for {limit:g} s; is the sender running?")
             print(f"no packet for {timeout:g} s: ending the signal here", file=sys.stderr)
             receiver.finish()
             return
