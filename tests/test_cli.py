@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +16,9 @@ import pytest
 import soundfile as sf
 import torch
 
+import rtcodec
 from rtcodec import audio
-from rtcodec.bitstream import Bitstream, BitstreamError
+from rtcodec.bitstream import Bitstream, BitstreamError, pack_frames, pack_speaker
 from rtcodec.cli import main, net, parser
 from rtcodec.hub import from_pretrained
 from rtcodec.pipelines import CodecReceiver, CodecSender, VoiceConversion, speaker_embedding
@@ -58,7 +63,7 @@ def test_encode_decode_round_trip_matches_reconstruct(ckpt, clips, tmp_path, cap
     assert run(capsys, "encode", clips["slt"], fac, "--checkpoint-dir", ckpt)[0] == 0
     frames = Bitstream.load(fac).frames
     assert frames == 80
-    assert fac.stat().st_size == 16 + 512 + (60 * frames + 7) // 8 + 4  # header, fp16 speaker, codes, CRC
+    assert fac.stat().st_size == 20 + 512 + (60 * frames + 7) // 8 + 4  # header, fp16 speaker, codes, CRC
     assert run(capsys, "decode", fac, wav_out, "--checkpoint-dir", ckpt)[0] == 0
     assert run(capsys, "reconstruct", clips["slt"], recon, "--checkpoint-dir", ckpt)[0] == 0
     decoded, rate = sf.read(wav_out, dtype="float32")
@@ -150,10 +155,67 @@ def test_every_single_byte_change_of_a_fac_file_is_detected():
         with pytest.raises(BitstreamError):
             Bitstream.from_bytes(data[:cut])
     future = bytearray(data[:-4])
-    future[4] = 2
-    future += __import__("zlib").crc32(bytes(future)).to_bytes(4, "big")
-    with pytest.raises(BitstreamError, match="format version 2"):
+    future[4] = 3
+    future += zlib.crc32(bytes(future)).to_bytes(4, "big")
+    with pytest.raises(BitstreamError, match="format version 3"):
         Bitstream.from_bytes(bytes(future))
+
+
+def test_format_version_1_files_still_read():
+    codes = torch.randint(0, 1024, (6, 5))
+    # Version 1: the same fields without the sample count; the audio is the frames' whole length.
+    body = struct.pack(">4sBBIIBB", b"RTFC", 1, 2, 16000, 5, 6, 10) + pack_speaker(torch.ones(256)) + pack_frames(codes)
+    bits = Bitstream.from_bytes(body + zlib.crc32(body).to_bytes(4, "big"))
+    assert torch.equal(bits.codes, codes) and bits.model_version == 2 and bits.samples == 1000
+    with pytest.raises(BitstreamError, match="do not fit"):
+        Bitstream(codes, torch.ones(256), samples=800)
+
+
+def test_outputs_are_as_long_as_inputs(ckpt, clips, tmp_path, capsys):
+    """A clip that ends mid-frame: its last partial frame is coded, and every output is cut to its length."""
+    odd = tmp_path / "odd.wav"
+    data, rate = sf.read(AUDIO / "slt.wav", dtype="float32")
+    sf.write(odd, data[:16077], rate)
+    fac, decoded = tmp_path / "odd.fac", tmp_path / "decoded.wav"
+    assert run(capsys, "encode", odd, fac, "--checkpoint-dir", ckpt)[0] == 0
+    assert Bitstream.load(fac).frames == 81 and Bitstream.load(fac).samples == 16077
+    for args, out in [
+        (["decode", fac, decoded], decoded),
+        (["reconstruct", odd, tmp_path / "r.wav"], tmp_path / "r.wav"),
+        (["convert", odd, clips["rms"], tmp_path / "c.wav", "--model", "v1"], tmp_path / "c.wav"),
+    ]:
+        code, err = run(capsys, *args, "--checkpoint-dir", ckpt)
+        assert code == 0, err
+        assert sf.info(out).frames == 16077
+    code = main(["reconstruct", str(odd), str(tmp_path / "r2.wav"), "--checkpoint-dir", str(ckpt)])
+    assert code == 0 and f"wrote {tmp_path / 'r2.wav'}: 1.00 s of audio" in capsys.readouterr().out
+
+
+def test_a_clip_too_short_is_named(ckpt, tmp_path, capsys):
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(100, np.float32), 16000)
+    code, err = run(capsys, "encode", short, tmp_path / "o.fac", "--model", "v2", "--checkpoint-dir", ckpt)
+    assert code == 1 and f"rtcodec: error: {short}: " in err and "too short" in err
+    assert run(capsys, "encode", short, tmp_path / "o.fac", "--checkpoint-dir", ckpt)[0] == 0  # V1: one frame
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "rtcodec", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"rtcodec {rtcodec.__version__}" and rtcodec.__version__[0].isdigit()
+
+
+def test_the_first_run_offline_fails_at_once_saying_what_to_do(clips, tmp_path):
+    """No weights in the cache and no hub to reach (a closed port here): no retries, the flag to use, the files."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_OFFLINE", None)
+    for args in (["reconstruct", str(clips["rms"]), str(tmp_path / "o.wav")], ["download"]):
+        done = subprocess.run([sys.executable, "-m", "rtcodec", *args], capture_output=True, text=True, env=env)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert "Retrying" not in done.stderr and "--checkpoint-dir DIR" in done.stderr
+        assert "ns3_facodec_encoder.bin, ns3_facodec_decoder.bin" in done.stderr
+    missing = ["reconstruct", str(tmp_path / "missing.wav"), str(tmp_path / "o.wav")]
+    done = subprocess.run([sys.executable, "-m", "rtcodec", *missing], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and "missing.wav: no such file" in done.stderr  # the input first, then the models
 
 
 def test_python_dash_m_shows_help():
@@ -165,7 +227,7 @@ def test_python_dash_m_shows_help():
 def test_download_offline_says_what_to_do(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, err = run(capsys, "download", "--version", "v1", "--cache-dir", tmp_path)
-    assert code == 1 and "offline" in err and "Traceback" not in err
+    assert code == 1 and "HF_HUB_OFFLINE is set" in err and "--checkpoint-dir DIR" in err and "Traceback" not in err
 
 
 def test_download_reads_the_hub_cache_and_copies(ckpt, tmp_path, capsys, monkeypatch):
@@ -188,20 +250,37 @@ def test_download_reads_the_hub_cache_and_copies(ckpt, tmp_path, capsys, monkeyp
 
 
 class FakeSoundDevice:
-    """Stands in for sounddevice: a Stream that feeds a file through the callback block by block."""
+    """Stands in for sounddevice: a Stream that feeds a file through the callback block by block.
 
-    def __init__(self, source: np.ndarray) -> None:
-        self.source, self.played = source, []
+    `in_step`: each callback waits until the worker has converted every block before (the worker keeps up, and the
+    output is deterministic); otherwise callbacks come every `interval` seconds whatever the worker does."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def __init__(self, source: np.ndarray, devices=("0 Fake microphone", "1 Fake speakers"), in_step=True) -> None:
+        self.source, self.played, self.devices, self.in_step, self.interval = source, [], list(devices), in_step, 0.02
 
     def query_devices(self):
-        return "0 Fake microphone, 1 Fake speakers"
+        return self.devices
+
+    def check_input_settings(self, **settings):
+        if not self.devices:
+            raise self.PortAudioError("Error querying device -1")
+
+    check_output_settings = check_input_settings
 
     def Stream(self, samplerate, blocksize, channels, dtype, device, callback):  # noqa: N802 (sounddevice's name)
         fake = self
+        converter = callback.__self__
 
         class Stream:
             def __enter__(self):
                 for i in range(0, len(fake.source) - blocksize + 1, blocksize):
+                    if fake.in_step:
+                        converter.wait_idle()
+                    else:  # not time.sleep: the tests make that raise KeyboardInterrupt
+                        threading.Event().wait(fake.interval)
                     out = np.zeros((blocksize, 1), np.float32)
                     callback(fake.source[i : i + blocksize, None], out, blocksize, None, None)
                     fake.played.append(out[:, 0].copy())
@@ -213,6 +292,13 @@ class FakeSoundDevice:
         return Stream()
 
 
+def _interrupt_the_status_loop(monkeypatch) -> None:
+    def interrupt(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rtcodec.cli.live.time.sleep", interrupt)
+
+
 @pytest.mark.parametrize("compile", [False, True])
 def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatch, compile):
     source = sf.read(clips["slt"], dtype="float32")[0]
@@ -220,16 +306,12 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
     compiled = []  # with --compile, each stream's step goes to torch.compile (here a pass-through: no compiling)
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(fn) or fn)
-
-    def interrupt(_seconds):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("rtcodec.cli.live.time.sleep", interrupt)
+    _interrupt_the_status_loop(monkeypatch)
     flags = ["--compile"] if compile else []
     code, err = run(
         capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 2, *flags
     )
-    assert code == 0 and "stopped after 1.0 s, 0 xruns" in err
+    assert code == 0 and "stopped after 1.0 s, 0 xruns, 0 dropped blocks" in err and "warmed up in" in err
     assert len(compiled) == (2 if compile else 0) and ("compiling the hop step" in err) == compile
     played = np.concatenate(fake.played)
     # The same blocks through the library's pipeline: what came out is that, after silence, block-aligned.
@@ -242,6 +324,37 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     assert run(capsys, "live", "--list-devices")[0] == 0
     code, err = run(capsys, "live", "--checkpoint-dir", ckpt)
     assert code == 1 and "--reference" in err
+
+
+def test_live_counts_the_xruns_of_a_computer_too_slow(ckpt, clips, capsys, monkeypatch):
+    """A conversion slower than real time: the callback plays gaps and drops input, and says so (the worker
+    thread once ran inside the callback, where a late block was never counted)."""
+    source = sf.read(clips["slt"], dtype="float32")[0]
+    fake = FakeSoundDevice(source, in_step=False)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    _interrupt_the_status_loop(monkeypatch)
+
+    def slow_push(self, block):  # 100 ms per 25 ms block, whatever the machine
+        threading.Event().wait(0.1)
+        return torch.full((1, 1, block.shape[2]), 0.1)
+
+    monkeypatch.setattr(VoiceConversion, "push", slow_push)
+    monkeypatch.setattr(VoiceConversion, "warm_up", lambda self, n: None)
+    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 2)
+    assert code == 0, err
+    xruns, dropped = (int(x) for x in re.search(r"(\d+) xruns, (\d+) dropped blocks", err).groups())
+    assert xruns > 0 and dropped > 0, err
+    played = np.concatenate(fake.played)
+    assert 0 < np.count_nonzero(played) < played.size  # gaps of silence between the converted blocks
+
+
+def test_live_without_audio_devices_says_so_before_loading(capsys, monkeypatch, clips, tmp_path):
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(np.zeros(0), devices=()))
+    assert main(["live", "--list-devices"]) == 0
+    assert capsys.readouterr().out.strip() == "no audio devices found"
+    # An empty checkpoint folder: reaching the models would fail differently.
+    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", tmp_path)
+    assert code == 1 and err.startswith("rtcodec: error: no audio devices found") and err.count("\n") == 1
 
 
 def _send_receive(ckpt, clip, out: Path, port: int, drop, timeout: float = 30.0) -> str:
@@ -392,3 +505,31 @@ def test_junk_does_not_keep_a_receiver_open(ckpt, clips, tmp_path, capsys):
     err = capsys.readouterr().err
     assert not thread.is_alive() and "ending the signal here" in err and "received 8 frames" in err
     assert sf.read(tmp_path / "o.wav")[0].shape == (1600,)
+
+
+def test_a_receiver_started_long_before_the_sender_waits_for_it(ckpt, clips, tmp_path, capsys):
+    """--timeout counts from the first packet: a receiver started 2 s before its sender (which then loads its
+    models) with a 1 s timeout still receives the whole signal."""
+    port, out = 50615, tmp_path / "o.wav"
+    receive = parser().parse_args(
+        ["receive", "--port", str(port), "--output", str(out), "--timeout", "1", "--checkpoint-dir", str(ckpt)]
+    )
+    ready = threading.Event()
+    thread = threading.Thread(target=net.run_receive, args=(receive, ready.set))
+    thread.start()
+    assert ready.wait(60)
+    threading.Event().wait(2.0)
+    assert thread.is_alive()
+    send = parser().parse_args(
+        ["send", str(clips["rms"]), "--port", str(port), "--no-pacing", "--checkpoint-dir", str(ckpt)]
+    )
+    net.run_send(send)
+    thread.join(120)
+    err = capsys.readouterr().err
+    assert not thread.is_alive() and sf.info(out).frames == 16000, err
+    assert "sending to 127.0.0.1" in err and "received 80 frames" in err
+
+
+def test_a_receiver_with_wait_gives_up_with_one_line(ckpt, capsys):
+    code, err = run(capsys, "receive", "--port", 50617, "--wait", "0.5", "--output", "x.wav", "--checkpoint-dir", ckpt)
+    assert code == 1 and "no packet for 0.5 s; is the sender running?" in err and not Path("x.wav").exists()

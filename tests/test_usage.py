@@ -76,7 +76,7 @@ def test_offline_without_cache_says_how_to_get_the_files(tmp_path):
     code = "import rtcodec\ntry:\n    rtcodec.from_pretrained()\nexcept FileNotFoundError as e:\n    print(e)\n"
     result = _run(code, tmp_path, tmp_path / "empty-cache")
     assert result.returncode == 0, result.stderr
-    assert "could not get ns3_facodec_encoder.bin" in result.stdout
+    assert "(ns3_facodec_encoder.bin, ns3_facodec_decoder.bin) are not in the Hugging Face cache" in result.stdout
     assert "rtcodec download" in result.stdout and "checkpoint_dir" in result.stdout
 
 
@@ -96,3 +96,42 @@ def test_from_pretrained_checkpoint_dir(tmp_path):
         from_pretrained("v1", checkpoint_dir=folder)
     with pytest.raises(ValueError, match="version must be one of"):
         from_pretrained("v3", checkpoint_dir=folder)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _blocks(language: str) -> list[str]:
+    """The README's code blocks in `language`, in order."""
+    blocks, current = [], None
+    for line in README.read_text().splitlines():
+        if current is None and line.strip() == f"```{language}":
+            current = []
+        elif current is not None and line.strip() == "```":
+            blocks.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_readme_blocks_run_as_written(hub_cache, tmp_path):
+    """Every Python block of the README, and the quick start's commands, as a new user copies them: from the
+    repository root (examples/ there), the weights in the hub cache (random here) or in ./checkpoints."""
+    root = README.parent
+    (tmp_path / "examples").symlink_to(root / "examples")
+    snapshot = hub_cache / ("models--" + REPO_ID.replace("/", "--")) / "snapshots" / REVISION
+    (tmp_path / "checkpoints").symlink_to(snapshot)
+    python = _blocks("python")
+    assert len(python) >= 4
+    for code in python:
+        result = _run(code, tmp_path, hub_cache)
+        assert result.returncode == 0, f"{code}\n{result.stderr}"
+    quick_start = next(b for b in _blocks("bash") if "examples/speech.wav speech.fac" in b)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # the rtcodec of this environment
+    for line in quick_start.splitlines():
+        command = line.split("#")[0].strip()
+        result = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+    assert sf.info(tmp_path / "converted.wav").frames == sf.info(root / "examples" / "speech.wav").frames
