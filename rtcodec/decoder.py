@@ -112,6 +112,14 @@ class FACodecDecoder(SpeakerConditionedDecoder):
             codes.append(codes_r)
         return sum(quantized), torch.cat(codes), quantized
 
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """The codes `[6, B, T]` of encoder frames `[B, 256, T]` (T may be 0): frame by frame, no state."""
+        if isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[2] == 0:
+            return torch.zeros(self.config.num_codebooks, x.shape[0], 0, dtype=torch.long, device=x.device)
+        x = validation.frames(x, channels=self.in_channels, dtype=None, name="encoder output")
+        with torch.inference_mode():
+            return self._quantize(x, x, None)[1]
+
     def _quantize_fused(self, x: torch.Tensor):
         """The V1 chain (prosody and content of x, residual of x - both) in one kernel launch."""
         from .kernels.rvq import rvq_chain

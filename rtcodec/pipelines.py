@@ -83,19 +83,11 @@ class CodecSender(_Pipeline):
         self.encoder_stream = encoder.stream(batch_size, lookahead, cuda_graph, compile)
         self.stages = (self.encoder_stream,)
 
-    def _codes(self, frames: torch.Tensor) -> torch.Tensor:
-        if frames.shape[2] == 0:
-            return torch.zeros(
-                self.decoder.config.num_codebooks, frames.shape[0], 0, dtype=torch.long, device=frames.device
-            )
-        with torch.inference_mode():
-            return self.decoder._quantize(frames, frames, None)[1]
-
     def push(self, wav: torch.Tensor) -> torch.Tensor:
-        return self._codes(self.encoder_stream.push(wav))
+        return self.decoder.quantize(self.encoder_stream.push(wav))
 
     def flush(self) -> torch.Tensor:
-        return self._codes(self.encoder_stream.flush())
+        return self.decoder.quantize(self.encoder_stream.flush())
 
 
 class CodecReceiver(_Pipeline):
