@@ -4,8 +4,8 @@ and each tick advances every row by the same hops in one batched push.
 A caller `join`s with a speaker embedding and a mode, and takes a free row: its encoder row restarts then, and
 its decoder row restarts when its encoder row hands out its first frame (until then the decoder row is ended,
 so the frames of a row still filling its lookahead never reach it). A caller that `leave`s ends its rows at
-once, without their tail; its row is free for the next caller. Every caller's output is what its own single-caller pipeline
-gives (tested), whoever else joins or leaves.
+once, without their tail; its row is free for the next caller. Every caller's output is what its own
+single-caller pipeline gives (tested), whoever else joins or leaves.
 
 Modes share the batch: "convert" decodes the prosody and content codes in the target's voice (the published
 voice-conversion recipe), "codec" decodes all six codes (what a receiver of the caller's codes hears).
@@ -42,7 +42,8 @@ class Caller:
     row: int
     mode: str
     speaker: torch.Tensor
-    inbox: deque = field(default_factory=deque)
+    inbox: deque = field(default_factory=deque)  # (tag, block)
+    consumed: object = None  # the tag of the block the last tick used (None: silence stood in)
     decoding: bool = False  # its decoder row has started (its first frame came out of the encoder)
     blocks: int = 0  # blocks pushed for it
     late_blocks: int = 0  # ticks its block had not come: silence pushed
@@ -112,14 +113,14 @@ class CallerScheduler:
             stream.reset([caller.row])
             stream.end([caller.row])
 
-    def put(self, caller: Caller, block: torch.Tensor) -> None:
-        """The caller's next block of `self.block` samples (float, `[block]`)."""
+    def put(self, caller: Caller, block: torch.Tensor, tag: object = None) -> None:
+        """The caller's next block of `self.block` samples (float, `[block]`); `tag` names it in `consumed`."""
         if block.shape != (self.block,):
             raise ValueError(f"a block is {self.block} samples, got shape {tuple(block.shape)}")
         if len(caller.inbox) >= self.max_queued_blocks:
             caller.inbox.popleft()
             caller.dropped_blocks += 1
-        caller.inbox.append(block)
+        caller.inbox.append((tag, block))
 
     def ready(self) -> bool:
         """Every caller's next block has come (a tick now waits for nobody)."""
@@ -131,8 +132,9 @@ class CallerScheduler:
         x = torch.zeros(self.slots, 1, self.block)
         for caller in self.callers.values():
             if caller.inbox:
-                x[caller.row, 0] = caller.inbox.popleft()
+                caller.consumed, x[caller.row, 0] = caller.inbox.popleft()
             else:
+                caller.consumed = None
                 caller.late_blocks += 1
             caller.blocks += 1
         frames = self.encoder_stream.push(x)

@@ -1,0 +1,48 @@
+"""`rtcodec serve`: the multi-caller server and its page (needs `pip install 'rtcodec[serve]'`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..pipelines import LATENCY_PRESETS
+from .common import CommandError, add_model_options, load
+
+
+def register(commands) -> None:
+    c = commands.add_parser(
+        "serve", help="serve live voice conversion and codec demos to browsers, many callers at once"
+    )
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    c.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    c.add_argument("--slots", type=int, default=4, help="callers per latency preset, in one batch (default: 4)")
+    c.add_argument(
+        "--latency",
+        default="exact",
+        help=f"comma-separated presets offered to callers, each its own batch: {', '.join(LATENCY_PRESETS)} "
+        "(default: exact)",
+    )
+    c.add_argument("--hops-per-tick", type=int, default=1, help="12.5 ms hops per tick and message (default: 1)")
+    add_model_options(c)
+    c.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    try:
+        import uvicorn
+
+        from ..serve import ServeOptions, create_app
+        from ..serve.protocol import MAX_MESSAGE_BYTES
+    except ImportError as err:
+        raise CommandError(f"rtcodec serve needs its extra: pip install 'rtcodec[serve]' ({err})") from None
+    latencies = tuple(name.strip() for name in args.latency.split(",") if name.strip())
+    unknown = [name for name in latencies if name not in LATENCY_PRESETS]
+    if unknown or not latencies:
+        raise CommandError(f"--latency takes presets among {', '.join(LATENCY_PRESETS)}, got {args.latency!r}")
+    if args.slots < 1 or args.hops_per_tick < 1 or not 1 <= args.port <= 65535:
+        raise CommandError("--slots and --hops-per-tick must be at least 1, and --port within 1..65535")
+    models = load(args, "v1")
+    options = ServeOptions(slots=args.slots, hops_per_tick=args.hops_per_tick, latencies=latencies)
+    app = create_app(models, options)
+    print(f"rtcodec serve: open http://{args.host}:{args.port}/ ({args.slots} slots per preset)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=MAX_MESSAGE_BYTES, log_level="warning")

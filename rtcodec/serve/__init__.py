@@ -1,0 +1,8 @@
+"""`rtcodec serve`: many callers over one batched stream, a page to use it, and its WebSocket protocol.
+
+Needs the `serve` extra (`pip install 'rtcodec[serve]'`); `import rtcodec` does not import this package.
+"""
+
+from .app import ServeOptions, create_app
+
+__all__ = ["ServeOptions", "create_app"]

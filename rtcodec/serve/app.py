@@ -1,0 +1,299 @@
+"""The ASGI app of `rtcodec serve` (Starlette): the page, `/ws` for callers, `/info`, `/healthz`, `/metrics`.
+
+`create_app(...)` is a factory, so the same app runs under uvicorn (`rtcodec serve`) or any ASGI server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import socket
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import soundfile as sf
+import torch
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .. import audio
+from ..config import SAMPLE_RATE
+from ..hub import Pretrained
+from ..pipelines import LATENCY_PRESETS, speaker_embedding
+from ..scheduler import CallerScheduler, SlotsFullError
+from . import protocol
+from .engine import Engine, Session
+
+STATS_INTERVAL_S = 0.5
+
+
+@dataclass
+class ServeOptions:
+    """How the server runs: slots per latency preset, hops per tick, the presets offered, CUDA graphs, compile."""
+
+    slots: int = 4
+    hops_per_tick: int = 1
+    latencies: tuple[str, ...] = ("exact",)
+    cuda_graph: bool | None = None
+    compile: bool = False
+    max_pending_s: float = 1.0  # audio a caller may send ahead of the ticks before it is cut off as too fast
+
+
+def bundled_voices() -> dict[str, Path]:
+    folder = resources.files("rtcodec.serve") / "voices"
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".wav")}
+
+
+class Server:
+    """The state behind the app: the models, an engine per latency preset, the voices' embeddings, counters."""
+
+    def __init__(self, models: Pretrained, options: ServeOptions) -> None:
+        self.models, self.options = models, options
+        self.voices = bundled_voices()
+        self.embeddings: dict[str, torch.Tensor] = {}
+        self.refused = self.violations = 0
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.engines: dict[str, Engine] = {}
+        for preset in options.latencies:
+            if preset not in LATENCY_PRESETS:
+                raise ValueError(f"unknown latency preset {preset!r}; one of {sorted(LATENCY_PRESETS)}")
+            scheduler = CallerScheduler(
+                models.encoder,
+                models.decoder,
+                options.slots,
+                options.hops_per_tick,
+                LATENCY_PRESETS[preset],
+                options.cuda_graph,
+                options.compile,
+            )
+            max_pending = max(1, round(options.max_pending_s * SAMPLE_RATE / scheduler.block))
+            self.engines[preset] = Engine(scheduler, max_pending)
+
+    def voice(self, name: str) -> torch.Tensor:
+        if name not in self.embeddings:
+            self.embeddings[name] = self.embedding(audio.read(self.voices[name]))
+        return self.embeddings[name]
+
+    def embedding(self, wav: torch.Tensor) -> torch.Tensor:
+        return speaker_embedding(self.models.encoder, self.models.decoder, wav)[0].float()
+
+    def info(self) -> dict:
+        return {
+            "voices": sorted(self.voices),
+            "latencies": list(self.engines),
+            "sample_rate": SAMPLE_RATE,
+            "server": self.name,
+        }
+
+    def metrics(self) -> str:
+        lines = [
+            "# HELP rtcodec_slots_active Callers in a slot.",
+            "# TYPE rtcodec_slots_active gauge",
+        ]
+        for preset, engine in self.engines.items():
+            lines.append(f'rtcodec_slots_active{{latency="{preset}"}} {len(engine.sessions)}')
+        lines += ["# HELP rtcodec_slots_free Free slots.", "# TYPE rtcodec_slots_free gauge"]
+        for preset, engine in self.engines.items():
+            lines.append(f'rtcodec_slots_free{{latency="{preset}"}} {engine.scheduler.free_slots}')
+        lines += [
+            "# HELP rtcodec_tick_compute_seconds Compute per tick over the recent ticks.",
+            "# TYPE rtcodec_tick_compute_seconds summary",
+        ]
+        for preset, engine in self.engines.items():
+            p50, p99 = engine.compute_ms()
+            lines.append(f'rtcodec_tick_compute_seconds{{latency="{preset}",quantile="0.5"}} {p50 / 1000:.6f}')
+            lines.append(f'rtcodec_tick_compute_seconds{{latency="{preset}",quantile="0.99"}} {p99 / 1000:.6f}')
+        lines += ["# HELP rtcodec_ticks_total Ticks run.", "# TYPE rtcodec_ticks_total counter"]
+        for preset, engine in self.engines.items():
+            lines.append(f'rtcodec_ticks_total{{latency="{preset}"}} {engine.ticks}')
+        late = sum(s.caller.late_blocks for e in self.engines.values() for s in e.sessions.values())
+        lines += [
+            "# HELP rtcodec_late_blocks Blocks of the connected callers that came too late (silence played).",
+            "# TYPE rtcodec_late_blocks gauge",
+            f"rtcodec_late_blocks {late}",
+            "# HELP rtcodec_refused_total Callers refused: every slot taken.",
+            "# TYPE rtcodec_refused_total counter",
+            f"rtcodec_refused_total {self.refused}",
+            "# HELP rtcodec_protocol_violations_total Callers disconnected for breaking the protocol.",
+            "# TYPE rtcodec_protocol_violations_total counter",
+            f"rtcodec_protocol_violations_total {self.violations}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    async def call(self, ws: WebSocket) -> None:
+        """One caller, from the hello to the close."""
+        await ws.accept()
+        session = engine = None
+        try:
+            settings = protocol.parse_hello(await _receive_text(ws), sorted(self.voices), list(self.engines))
+            if settings["voice"] == "upload":
+                speaker = await asyncio.to_thread(self._uploaded_voice, await _receive_bytes(ws))
+            else:
+                speaker = await asyncio.to_thread(self.voice, settings["voice"])
+            engine = self.engines[settings["latency"]]
+            try:
+                session = await engine.join(speaker, settings["mode"])
+            except SlotsFullError:
+                self.refused += 1
+                raise protocol.ProtocolError(
+                    f"all {engine.scheduler.slots} slots are taken: try again later", protocol.TRY_LATER
+                ) from None
+            scheduler = engine.scheduler
+            ready = {
+                "type": "ready",
+                "block": scheduler.block,
+                "sample_rate": SAMPLE_RATE,
+                "latency_samples": scheduler.latency_samples,
+                "bitrate": 4800,
+                "slot": session.caller.row,
+                "mode": settings["mode"],
+                "latency": settings["latency"],
+                "server": self.name,
+            }
+            await ws.send_text(json.dumps(ready))
+            await _serve(ws, engine, session)
+        except protocol.ProtocolError as err:
+            if err.code == protocol.POLICY or err.code == protocol.TOO_BIG:
+                self.violations += 1
+            await _close(ws, err.code, err.reason)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if session is not None:
+                engine.leave(session)
+
+    def _uploaded_voice(self, data: bytes) -> torch.Tensor:
+        kind, _, payload = protocol.parse(data)
+        if kind != protocol.REFERENCE:
+            raise protocol.ProtocolError("with voice upload, the message after the hello is the REFERENCE clip")
+        if len(payload) > protocol.MAX_REFERENCE_BYTES:
+            raise protocol.ProtocolError(
+                f"the reference clip is {len(payload)} bytes; at most {protocol.MAX_REFERENCE_BYTES}", protocol.TOO_BIG
+            )
+        try:
+            with sf.SoundFile(io.BytesIO(payload)) as file:
+                if file.frames > protocol.MAX_REFERENCE_SECONDS * file.samplerate:
+                    raise protocol.ProtocolError(
+                        f"the reference clip is longer than {protocol.MAX_REFERENCE_SECONDS:g} s"
+                    )
+                data, rate = file.read(dtype="float32", always_2d=True), file.samplerate
+            wav = audio.to_model_rate(data, rate, "the reference clip", notice=lambda message: None)
+        except (sf.LibsndfileError, RuntimeError, TypeError, audio.AudioError) as err:
+            raise protocol.ProtocolError(f"the reference clip is not usable audio: {err}") from None
+        if wav.shape[2] < protocol.MIN_REFERENCE_SECONDS * SAMPLE_RATE:
+            raise protocol.ProtocolError(f"the reference clip is shorter than {protocol.MIN_REFERENCE_SECONDS:g} s")
+        return self.embedding(wav)
+
+
+async def _receive_text(ws: WebSocket) -> str:
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    if message.get("text") is None:
+        raise protocol.ProtocolError("the first message is the hello, as text")
+    return message["text"]
+
+
+async def _receive_bytes(ws: WebSocket) -> bytes:
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    if message.get("bytes") is None:
+        raise protocol.ProtocolError("expected a binary message")
+    if len(message["bytes"]) > protocol.MAX_MESSAGE_BYTES:
+        raise protocol.ProtocolError("message too large", protocol.TOO_BIG)
+    return message["bytes"]
+
+
+async def _serve(ws: WebSocket, engine: Engine, session: Session) -> None:
+    """Blocks in, converted audio and stats out, until either side stops."""
+
+    async def send() -> None:
+        last_stats = 0.0
+        while True:
+            try:
+                seq, consumed, samples = await asyncio.wait_for(session.outbox.get(), STATS_INTERVAL_S)
+                await ws.send_bytes(protocol.audio_message(seq, consumed, samples))
+            except TimeoutError:
+                pass
+            now = asyncio.get_running_loop().time()
+            if now - last_stats >= STATS_INTERVAL_S:
+                last_stats = now
+                p50, p99 = engine.compute_ms()
+                caller = session.caller
+                stats = {
+                    "type": "stats",
+                    "compute_ms_p50": round(p50, 2),
+                    "compute_ms_p99": round(p99, 2),
+                    "late_blocks": caller.late_blocks,
+                    "dropped_blocks": caller.dropped_blocks,
+                    "active": len(engine.sessions),
+                    "slots": engine.scheduler.slots,
+                }
+                await ws.send_text(json.dumps(stats))
+
+    sender = asyncio.create_task(send())
+    try:
+        while True:
+            data = await _receive_bytes(ws)
+            kind, seq, payload = protocol.parse(data)
+            if kind != protocol.AUDIO:
+                raise protocol.ProtocolError("after the hello, a caller sends AUDIO messages")
+            if not engine.put(session, seq, protocol.audio_block(payload, engine.scheduler.block)):
+                raise protocol.ProtocolError("audio faster than real time")
+    finally:
+        sender.cancel()
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    try:
+        await ws.close(code, reason[:120])  # a close reason is at most 123 bytes
+    except RuntimeError:  # already closed
+        pass
+
+
+def create_app(models: Pretrained, options: ServeOptions | None = None) -> Starlette:
+    """The app over loaded V1 models (`rtcodec.from_pretrained("v1")`)."""
+    server = Server(models, options or ServeOptions())
+
+    @asynccontextmanager
+    async def lifespan(app):
+        tasks = [asyncio.create_task(engine.run()) for engine in server.engines.values()]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def healthz(request):
+        return PlainTextResponse("ok\n")
+
+    async def metrics(request):
+        return PlainTextResponse(server.metrics(), media_type="text/plain; version=0.0.4")
+
+    async def info(request):
+        return JSONResponse(server.info())
+
+    static = resources.files("rtcodec.serve") / "static"
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+            Route("/info", info),
+            WebSocketRoute("/ws", server.call),
+            Mount("/", StaticFiles(directory=str(static), html=True)),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    return app
+
+
+__all__ = ["ServeOptions", "create_app"]

@@ -1,0 +1,126 @@
+"""The page of `rtcodec serve` in a real browser: headless Chromium, a fake microphone reading a speech file.
+
+Skips where no Chromium or Playwright is installed (`.ci/run` installs both: Debian's chromium, pip's playwright).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'rtcodec[serve]')")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+import uvicorn  # noqa: E402
+
+from rtcodec.hub import Pretrained  # noqa: E402
+from rtcodec.serve import ServeOptions, create_app  # noqa: E402
+from rtcodec.serve.protocol import MAX_MESSAGE_BYTES, SILENCE  # noqa: E402
+
+from .conftest import AUDIO, golden_model, needs_audio, needs_golden  # noqa: E402
+from .test_scheduler import reference  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+pytestmark = [
+    needs_golden,
+    needs_audio,
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (Debian: apt install chromium)"),
+]
+BLOCK = 200
+OUTPUTS = 240  # 3 s of ticks: the first 55 give nothing (the lookahead), the rest carry audio
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def served():
+    models = Pretrained(golden_model("encoder"), golden_model("decoder"))
+    app = create_app(models, ServeOptions(slots=2))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, "127.0.0.1", port, ws_max_size=MAX_MESSAGE_BYTES, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}/", app.state.server, models
+    server.should_exit = True
+    thread.join(30)
+
+
+def test_the_page_converts_a_fake_microphone(served, tmp_path):
+    url, server, models = served
+    speech = tmp_path / "speech.wav"
+    data, rate = sf.read(AUDIO / "rms.wav", dtype="float32")
+    sf.write(speech, data, rate, subtype="PCM_16")
+    args = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={speech}",
+    ]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_function("document.querySelector('#voice').options.length > 1", timeout=30_000)
+            page.select_option("#voice", "bright")
+            page.click("#start")
+            page.wait_for_function(f"window.rtcodec.received.length >= {OUTPUTS}", timeout=120_000)
+            page.wait_for_function("window.rtcodec.stats !== null && window.rtcodec.roundTripMs !== undefined")
+            got = page.evaluate(
+                "({sent: window.rtcodec.sent.map(a => Array.from(a)), received: window.rtcodec.received.map(a =>"
+                " Array.from(a)), consumed: window.rtcodec.consumed, ready: window.rtcodec.ready,"
+                " roundTrip: window.rtcodec.roundTripMs})"
+            )
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            shown = {key: page.inner_text(f"#{key}") for key in ("algorithmic", "roundtrip", "compute", "bitrate")}
+            page.click("#stop")
+        finally:
+            browser.close()
+    print(f"screenshot: {tmp_path / 'page.png'}; shown: {shown}")
+    assert got["ready"]["block"] == BLOCK and shown["algorithmic"] == "695 ms" and "ms" in shown["roundtrip"]
+    assert got["roundTrip"] > 695  # at least the algorithmic latency: the measurement is on the audio clock
+    # 1) Exact: what the page played is the library's conversion of the blocks the page sent, tick by tick.
+    sent = [np.asarray(block, np.float32) / 32768 for block in got["sent"]]
+    consumed = got["consumed"][:OUTPUTS]
+    fed = [torch.zeros(BLOCK) if c == SILENCE else torch.from_numpy(sent[c]) for c in consumed]
+    expected = reference(models.encoder, models.decoder, server.voice("bright"), fed, "convert").numpy()
+    played = np.concatenate([np.asarray(r, np.float32) for r in got["received"][:OUTPUTS]]) / 32768
+    assert played.shape == expected.shape and played.size > 100 * BLOCK
+    assert np.abs(played - np.clip(expected, -1, 1)).max() <= 1.5 / 32768  # int16 rounding on the wire
+    # 2) The microphone path: the page sent the speech file, resampled by Chromium's fake device and the page.
+    mic = np.concatenate(sent)[: 2 * 16000]
+    start = _alignment(mic, data)
+    aligned = data[start : start + mic.size]
+    correlation = np.corrcoef(mic, aligned)[0, 1]
+    assert correlation > 0.95, (start, correlation)
+
+
+def _alignment(recorded: np.ndarray, source: np.ndarray) -> int:
+    """Where `recorded` starts in `source` (which the fake microphone loops), by cross-correlation."""
+    best, where = -np.inf, 0
+    for start in range(0, source.size - recorded.size):
+        score = float(np.dot(recorded, source[start : start + recorded.size]))
+        if score > best:
+            best, where = score, start
+    return where

@@ -1,0 +1,167 @@
+"""`rtcodec serve` over its WebSocket protocol: exact per-caller output, refusals, and hostile clients."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+pytest.importorskip("starlette", reason="the serve extra is not installed (pip install 'rtcodec[serve]')")
+from starlette.testclient import TestClient  # noqa: E402
+
+from rtcodec.hub import Pretrained  # noqa: E402
+from rtcodec.serve import ServeOptions, create_app  # noqa: E402
+from rtcodec.serve.protocol import AUDIO, HEADER, REFERENCE, SILENCE, VERSION  # noqa: E402
+
+from .conftest import golden_model, needs_golden  # noqa: E402
+from .test_scheduler import reference  # noqa: E402
+
+pytestmark = needs_golden
+BLOCK = 200
+
+
+@pytest.fixture(scope="module")
+def models() -> Pretrained:
+    return Pretrained(golden_model("encoder"), golden_model("decoder"))
+
+
+def hello(**settings) -> str:
+    return json.dumps({"version": VERSION, "mode": "convert", "voice": "bright", "latency": "exact", **settings})
+
+
+def audio_message(seq: int, samples: np.ndarray) -> bytes:
+    return HEADER.pack(VERSION, AUDIO, seq) + (samples * 32768).round().clip(-32768, 32767).astype("<i2").tobytes()
+
+
+def receive_until(ws, outputs: int) -> list[tuple[int, np.ndarray]]:
+    """(consumed block, samples) of the next `outputs` AUDIO messages; stats messages skipped."""
+    got = []
+    while len(got) < outputs:
+        message = ws.receive()
+        if message.get("bytes") is not None:
+            data = message["bytes"]
+            consumed = struct.unpack_from(">I", data, HEADER.size)[0]
+            got.append((consumed, np.frombuffer(data[HEADER.size + 4 :], "<i2").astype(np.float32) / 32768))
+        elif message.get("text") is None:
+            raise AssertionError(f"the server closed the call: {message}")
+    return got
+
+
+def expected_output(models, server, blocks: list[np.ndarray], got, voice: str, mode: str) -> np.ndarray:
+    """The library's own pipeline, fed what each tick consumed (silence where a block came late)."""
+    fed = [torch.zeros(BLOCK) if consumed == SILENCE else torch.from_numpy(blocks[consumed]) for consumed, _ in got]
+    return reference(models.encoder, models.decoder, server.voice(voice), fed, mode).numpy()
+
+
+def speech(seconds: float, seed: int) -> list[np.ndarray]:
+    from .conftest import AUDIO
+
+    data, _ = sf.read(AUDIO / ("slt.wav" if seed % 2 else "rms.wav"), dtype="float32")
+    data = data[seed * 1000 : seed * 1000 + int(seconds * 16000)]
+    data = (data * 32768).round().clip(-32768, 32767) / 32768  # what int16 carries
+    return [data[i : i + BLOCK].astype(np.float32) for i in range(0, len(data) - BLOCK + 1, BLOCK)]
+
+
+def test_two_callers_each_get_their_own_exact_output(models):
+    app = create_app(models, ServeOptions(slots=3))
+    server = app.state.server
+    with TestClient(app) as client:
+        assert client.get("/healthz").text == "ok\n"
+        info = client.get("/info").json()
+        assert info["voices"] == ["bright", "low"] and info["latencies"] == ["exact"]
+        assert "rtcodec" in client.get("/").text
+        with client.websocket_connect("/ws") as a, client.websocket_connect("/ws") as b:
+            a.send_text(hello())
+            b.send_text(hello(mode="codec", voice="low"))
+            ready_a, ready_b = json.loads(a.receive_text()), json.loads(b.receive_text())
+            assert ready_a["type"] == "ready" and ready_a["block"] == BLOCK and ready_b["mode"] == "codec"
+            assert ready_a["slot"] != ready_b["slot"] and ready_a["latency_samples"] == 10925 + BLOCK
+            blocks_a, blocks_b = speech(1.2, 1), speech(1.2, 2)
+            got_a, got_b = [], []
+            for i in range(len(blocks_a)):  # both in step, as two live callers
+                a.send_bytes(audio_message(i, blocks_a[i]))
+                b.send_bytes(audio_message(i, blocks_b[i]))
+                got_a += receive_until(a, 1)
+                got_b += receive_until(b, 1)
+            metrics = client.get("/metrics").text
+            assert 'rtcodec_slots_active{latency="exact"} 2' in metrics and "rtcodec_tick_compute_seconds" in metrics
+    for got, blocks, voice, mode in ((got_a, blocks_a, "bright", "convert"), (got_b, blocks_b, "low", "codec")):
+        out = np.concatenate([samples for _, samples in got])
+        expected = expected_output(models, server, blocks, got, voice, mode)
+        assert out.shape == expected.shape and out.size > 0
+        assert np.abs(out - np.clip(expected, -1, 1)).max() <= 1.5 / 32768  # int16 rounding on the wire
+
+
+def close_of(ws) -> tuple[int, str]:
+    while True:
+        message = ws.receive()
+        if message["type"] == "websocket.close":
+            return message["code"], message.get("reason") or ""
+
+
+@pytest.mark.parametrize(
+    "first, then, code, reason",
+    [
+        ("not json", None, 1008, "not JSON"),
+        (json.dumps({"version": 9}), None, 1008, "version 1"),
+        (hello(voice="../../etc/passwd"), None, 1008, "voice must be one of"),
+        (hello(mode="karaoke"), None, 1008, "mode must be"),
+        (hello(latency="zero"), None, 1008, "latency must be one of"),
+        ("x" * 5000, None, 1008, "at most 1024"),
+        (b"\x01\x01\x00\x00\x00\x00", None, 1008, "hello, as text"),
+        (hello(), b"\x01", 1008, "shorter than its header"),
+        (hello(), HEADER.pack(2, AUDIO, 0) + bytes(400), 1008, "protocol version 2"),
+        (hello(), HEADER.pack(VERSION, 7, 0) + bytes(400), 1008, "unknown message type 7"),
+        (hello(), HEADER.pack(VERSION, AUDIO, 0) + bytes(399), 1008, "200 int16 samples"),
+        (hello(), HEADER.pack(VERSION, REFERENCE, 0) + bytes(10), 1008, "AUDIO messages"),
+        (hello(voice="upload"), HEADER.pack(VERSION, REFERENCE, 0) + b"not audio", 1008, "not usable audio"),
+        (hello(voice="upload"), HEADER.pack(VERSION, REFERENCE, 0) + bytes(3 << 20), 1009, "at most 2097152"),
+    ],
+)
+def test_a_misbehaving_client_is_closed_with_a_reason_and_others_go_on(models, first, then, code, reason):
+    app = create_app(models, ServeOptions(slots=2))
+    with TestClient(app) as client, client.websocket_connect("/ws") as good:
+        good.send_text(hello())
+        assert json.loads(good.receive_text())["type"] == "ready"
+        with client.websocket_connect("/ws") as bad:
+            bad.send_text(first) if isinstance(first, str) else bad.send_bytes(first)
+            if then is not None:
+                if '"upload"' not in first:  # with an upload, the server waits for the clip before it is ready
+                    assert json.loads(bad.receive_text())["type"] == "ready"
+                bad.send_bytes(then)
+            got_code, got_reason = close_of(bad)
+        assert (got_code, reason in got_reason) == (code, True), got_reason
+        blocks = speech(0.2, 3)
+        for i, block in enumerate(blocks):  # the good caller is still served
+            good.send_bytes(audio_message(i, block))
+        assert len(receive_until(good, len(blocks))) == len(blocks)
+        assert app.state.server.engines["exact"].scheduler.free_slots == 1  # the bad caller's slot is free
+
+
+def test_callers_beyond_the_slots_are_refused_and_an_upload_is_a_voice(models, tmp_path):
+    app = create_app(models, ServeOptions(slots=1))
+    clip = io.BytesIO()
+    sf.write(clip, np.concatenate(speech(2.0, 5)), 16000, format="FLAC")
+    with TestClient(app) as client, client.websocket_connect("/ws") as first:
+        first.send_text(hello(voice="upload"))
+        first.send_bytes(HEADER.pack(VERSION, REFERENCE, 0) + clip.getvalue())
+        assert json.loads(first.receive_text())["type"] == "ready"
+        with client.websocket_connect("/ws") as second:
+            second.send_text(hello())
+            assert close_of(second) == (1013, "all 1 slots are taken: try again later")
+        assert "rtcodec_refused_total 1" in client.get("/metrics").text
+
+
+def test_audio_faster_than_real_time_is_cut_off(models):
+    app = create_app(models, ServeOptions(slots=1, max_pending_s=0.1))  # 8 blocks ahead at most
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        ws.send_text(hello())
+        assert json.loads(ws.receive_text())["type"] == "ready"
+        for i in range(400):  # 5 s of audio at once
+            ws.send_bytes(audio_message(i, np.zeros(BLOCK, np.float32)))
+        assert close_of(ws) == (1008, "audio faster than real time")
