@@ -1,8 +1,9 @@
 """Many callers over one batched stream: every caller is a row of one encoder stream and one decoder stream,
 and each tick advances every row by the same hops in one batched push.
 
-A caller `join`s with a speaker embedding and a mode, and takes a free row: its encoder row restarts then, and
-its decoder row restarts when its encoder row hands out its first frame (until then the decoder row is ended,
+A caller `join`s with a speaker embedding and a mode, and takes a free row: its encoder row restarts with its
+first block (a caller is part of the ticks from then on), and its decoder row restarts when its encoder row
+hands out its first frame (until then the decoder row is ended,
 so the frames of a row still filling its lookahead never reach it). A caller that `leave`s ends its rows at
 once, without their tail; its row is free for the next caller. Every caller's output is what its own
 single-caller pipeline gives (tested), whoever else joins or leaves.
@@ -44,6 +45,7 @@ class Caller:
     speaker: torch.Tensor
     inbox: deque = field(default_factory=deque)  # (tag, block)
     consumed: object = None  # the tag of the block the last tick used (None: silence stood in)
+    started: bool = False  # its first block has come: its encoder row started then
     decoding: bool = False  # its decoder row has started (its first frame came out of the encoder)
     blocks: int = 0  # blocks pushed for it
     late_blocks: int = 0  # ticks its block had not come: silence pushed
@@ -99,7 +101,6 @@ class CallerScheduler:
         if not free:
             raise SlotsFullError(f"all {self.slots} slots are taken")
         caller = Caller(free[0], mode, speaker.to(self.device))
-        self.encoder_stream.reset([caller.row])
         self.callers[caller.row] = caller
         return caller
 
@@ -117,20 +118,20 @@ class CallerScheduler:
         """The caller's next block of `self.block` samples (float, `[block]`); `tag` names it in `consumed`."""
         if block.shape != (self.block,):
             raise ValueError(f"a block is {self.block} samples, got shape {tuple(block.shape)}")
+        if not caller.started:  # its signal starts with its first block, not when it joined
+            self.encoder_stream.reset([caller.row])
+            caller.started = True
         if len(caller.inbox) >= self.max_queued_blocks:
             caller.inbox.popleft()
             caller.dropped_blocks += 1
         caller.inbox.append((tag, block))
 
-    def ready(self) -> bool:
-        """Every caller's next block has come (a tick now waits for nobody)."""
-        return all(caller.inbox for caller in self.callers.values())
-
     @torch.inference_mode()
     def tick(self) -> dict[Caller, torch.Tensor]:
         """Push one block of every caller (silence for the late ones); each caller's new output samples."""
         x = torch.zeros(self.slots, 1, self.block)
-        for caller in self.callers.values():
+        callers = [caller for caller in self.callers.values() if caller.started]
+        for caller in callers:
             if caller.inbox:
                 caller.consumed, x[caller.row, 0] = caller.inbox.popleft()
             else:
@@ -144,7 +145,7 @@ class CallerScheduler:
         outs, out_valid = [], []
         # A caller's decoder row starts at its first frame: split the push there, so it gets no earlier column.
         starts = {}
-        for caller in self.callers.values():
+        for caller in callers:
             if not caller.decoding and valid[caller.row].any():
                 starts.setdefault(int(valid[caller.row].nonzero()[0]), []).append(caller)
         edges = sorted({0, *starts, emb.shape[2]})
@@ -159,7 +160,7 @@ class CallerScheduler:
             outs.append(self.decoder_stream.push(emb))
             out_valid.append(self.decoder_stream.valid)
         audio, ok = torch.cat(outs, dim=2), torch.cat(out_valid, dim=1)
-        return {caller: audio[caller.row, 0, ok[caller.row].to(audio.device)].cpu() for caller in self.callers.values()}
+        return {caller: audio[caller.row, 0, ok[caller.row].to(audio.device)].cpu() for caller in callers}
 
     def _embeddings(self, codes: torch.Tensor) -> torch.Tensor:
         """Per row: without the residual codes ("convert"), or with them ("codec")."""

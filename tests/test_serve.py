@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -165,3 +166,22 @@ def test_audio_faster_than_real_time_is_cut_off(models):
         for i in range(400):  # 5 s of audio at once
             ws.send_bytes(audio_message(i, np.zeros(BLOCK, np.float32)))
         assert close_of(ws) == (1008, "audio faster than real time")
+
+
+def test_a_caller_vanishing_mid_stream_frees_its_slot(models):
+    app = create_app(models, ServeOptions(slots=1))
+    engine = app.state.server.engines["exact"]
+    with TestClient(app) as client:
+        with client.websocket_connect("/ws") as ws:
+            ws.send_text(hello())
+            assert json.loads(ws.receive_text())["type"] == "ready"
+            for i, block in enumerate(speech(0.1, 4)):
+                ws.send_bytes(audio_message(i, block))
+        # The connection dropped without a close handshake of the caller's own: the next caller gets the slot.
+        for _ in range(100):
+            if engine.scheduler.free_slots == 1:
+                break
+            time.sleep(0.05)
+        with client.websocket_connect("/ws") as again:
+            again.send_text(hello())
+            assert json.loads(again.receive_text())["type"] == "ready"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from ..pipelines import LATENCY_PRESETS
 from .common import CommandError, add_model_options, load
 
@@ -23,6 +25,7 @@ def register(commands) -> None:
         "(default: exact)",
     )
     c.add_argument("--hops-per-tick", type=int, default=1, help="12.5 ms hops per tick and message (default: 1)")
+    c.add_argument("--threads", type=int, help="torch threads (default: one core fewer than the machine has)")
     add_model_options(c)
     c.set_defaults(run=run_serve)
 
@@ -31,7 +34,7 @@ def run_serve(args: argparse.Namespace) -> None:
     try:
         import uvicorn
 
-        from ..serve import ServeOptions, create_app
+        from ..serve import ServeOptions, create_app, default_threads
         from ..serve.protocol import MAX_MESSAGE_BYTES
     except ImportError as err:
         raise CommandError(f"rtcodec serve needs its extra: pip install 'rtcodec[serve]' ({err})") from None
@@ -39,8 +42,9 @@ def run_serve(args: argparse.Namespace) -> None:
     unknown = [name for name in latencies if name not in LATENCY_PRESETS]
     if unknown or not latencies:
         raise CommandError(f"--latency takes presets among {', '.join(LATENCY_PRESETS)}, got {args.latency!r}")
-    if args.slots < 1 or args.hops_per_tick < 1 or not 1 <= args.port <= 65535:
-        raise CommandError("--slots and --hops-per-tick must be at least 1, and --port within 1..65535")
+    if min(args.slots, args.hops_per_tick, args.threads or 1) < 1 or not 1 <= args.port <= 65535:
+        raise CommandError("--slots, --hops-per-tick and --threads must be at least 1, and --port within 1..65535")
+    torch.set_num_threads(args.threads or default_threads())
     models = load(args, "v1")
     options = ServeOptions(slots=args.slots, hops_per_tick=args.hops_per_tick, latencies=latencies)
     app = create_app(models, options)

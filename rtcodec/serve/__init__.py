@@ -3,6 +3,6 @@
 Needs the `serve` extra (`pip install 'rtcodec[serve]'`); `import rtcodec` does not import this package.
 """
 
-from .app import ServeOptions, create_app
+from .app import ServeOptions, create_app, default_threads
 
-__all__ = ["ServeOptions", "create_app"]
+__all__ = ["ServeOptions", "create_app", "default_threads"]

@@ -32,6 +32,7 @@ from . import protocol
 from .engine import Engine, Session
 
 STATS_INTERVAL_S = 0.5
+IDLE_TIMEOUT_S = 10.0  # a caller that sends nothing this long (no hello, no audio) is disconnected
 
 
 @dataclass
@@ -44,6 +45,12 @@ class ServeOptions:
     cuda_graph: bool | None = None
     compile: bool = False
     max_pending_s: float = 1.0  # audio a caller may send ahead of the ticks before it is cut off as too fast
+
+
+def default_threads() -> int:
+    """Torch threads for a server: one core is left to the event loop. With every core in torch's team, each
+    parallel operation waits whenever the loop takes a core (2 cores: 75 ms a tick instead of 40, bench.serve)."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def bundled_voices() -> dict[str, Path]:
@@ -192,19 +199,25 @@ class Server:
         return self.embedding(wav)
 
 
-async def _receive_text(ws: WebSocket) -> str:
-    message = await ws.receive()
+async def _receive(ws: WebSocket) -> dict:
+    try:
+        message = await asyncio.wait_for(ws.receive(), IDLE_TIMEOUT_S)
+    except TimeoutError:
+        raise protocol.ProtocolError(f"nothing received for {IDLE_TIMEOUT_S:g} s") from None
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
+    return message
+
+
+async def _receive_text(ws: WebSocket) -> str:
+    message = await _receive(ws)
     if message.get("text") is None:
         raise protocol.ProtocolError("the first message is the hello, as text")
     return message["text"]
 
 
 async def _receive_bytes(ws: WebSocket) -> bytes:
-    message = await ws.receive()
-    if message["type"] == "websocket.disconnect":
-        raise WebSocketDisconnect(message.get("code", 1000))
+    message = await _receive(ws)
     if message.get("bytes") is None:
         raise protocol.ProtocolError("expected a binary message")
     if len(message["bytes"]) > protocol.MAX_MESSAGE_BYTES:

@@ -1,0 +1,139 @@
+"""How many callers `rtcodec serve` keeps in real time: `python -m bench.serve`.
+
+A server (full-size models with random weights, in its own process) and N simulated callers on localhost, each
+sending one block of speech every block of wall-clock time for `--seconds`. Per caller: the round trip of each
+block (sent until the output of the tick that consumed it arrives: the server's queueing and compute, without
+the codec's algorithmic latency, which is fixed), and the late blocks (silence stood in). N doubles until a
+run is not real time: more than 1 % of blocks late, or a p99 round trip over `--budget-ms`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import socket
+import struct
+import time
+
+import numpy as np
+
+from .common import latency, speech
+from .report import cpu_name
+
+
+def _serve(port: int, slots: int, hops: int) -> None:
+    import torch
+    import uvicorn
+
+    from rtcodec.hub import Pretrained
+    from rtcodec.serve import ServeOptions, create_app, default_threads
+    from rtcodec.serve.protocol import MAX_MESSAGE_BYTES
+
+    from .common import models
+
+    torch.set_grad_enabled(False)
+    torch.set_num_threads(default_threads())
+    app = create_app(Pretrained(*models()), ServeOptions(slots=slots, hops_per_tick=hops))
+    config = uvicorn.Config(app, "127.0.0.1", port, ws_max_size=MAX_MESSAGE_BYTES, log_level="warning")
+    uvicorn.Server(config).run()
+
+
+async def _caller(url: str, wav: np.ndarray, seconds: float, start_at: float) -> dict:
+    import websockets
+
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"version": 1, "mode": "convert", "voice": "bright", "latency": "exact"}))
+        ready = json.loads(await ws.recv())
+        if ready.get("type") != "ready":
+            raise RuntimeError(f"not served: {ready}")
+        block = ready["block"]
+        period = block / 16000
+        sent_at, trips, late = {}, [], 0
+        count = int(seconds / period)
+
+        async def receive() -> None:
+            nonlocal late
+            received = 0
+            while received < count:
+                message = await ws.recv()
+                if isinstance(message, str):
+                    continue
+                received += 1
+                consumed = struct.unpack_from(">I", message, 6)[0]
+                if consumed == 0xFFFFFFFF:
+                    late += 1
+                elif consumed in sent_at:
+                    trips.append(time.perf_counter() - sent_at.pop(consumed))
+
+        receiver = asyncio.create_task(receive())
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        t0 = time.monotonic()
+        for i in range(count):
+            pcm = (wav[(i * block) % (wav.size - block) :][:block] * 32767).astype("<i2").tobytes()
+            sent_at[i] = time.perf_counter()
+            await ws.send(struct.pack(">BBI", 1, 1, i) + pcm)
+            await asyncio.sleep(max(0.0, t0 + (i + 1) * period - time.monotonic()))
+        try:
+            await asyncio.wait_for(receiver, 10.0)
+        except TimeoutError:
+            receiver.cancel()
+        return {"trips": trips, "late": late, "blocks": count}
+
+
+async def _run(url: str, callers: int, seconds: float) -> list[dict]:
+    wav = speech(10.0)[0, 0].numpy()
+    start_at = time.monotonic() + 1.0
+    return await asyncio.gather(*(_caller(url, np.roll(wav, 4000 * i), seconds, start_at) for i in range(callers)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hops-per-tick", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=8.0, help="how long each caller sends")
+    parser.add_argument("--max-callers", type=int, default=16)
+    parser.add_argument("--budget-ms", type=float, default=100.0, help="p99 round trip that still counts as real time")
+    args = parser.parse_args()
+    print(f"CPU: {cpu_name()}; {args.hops_per_tick} hops per tick ({12.5 * args.hops_per_tick:g} ms blocks)")
+    print("| callers (= slots) | round trip p50 / p99 (worst caller) | late blocks | real time |")
+    print("|---|---|---|---|")
+    best, callers = 0, 1
+    while callers <= args.max_callers:
+        results = _with_server(callers, args)
+        worst = max((latency(r["trips"]) for r in results if r["trips"]), key=lambda x: x["p99_ms"])
+        late = sum(r["late"] for r in results) / sum(r["blocks"] for r in results)
+        ok = late <= 0.01 and worst["p99_ms"] <= args.budget_ms
+        print(
+            f"| {callers} | {worst['p50_ms']:.1f} / {worst['p99_ms']:.1f} ms | {100 * late:.1f} % | "
+            f"{'yes' if ok else 'no'} |",
+            flush=True,
+        )
+        if not ok:
+            break
+        best, callers = callers, callers * 2
+    print(f"largest number of callers in real time: {best}")
+
+
+def _with_server(callers: int, args: argparse.Namespace) -> list[dict]:
+    """A server with as many slots as callers (every slot is computed each tick), and the callers against it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = multiprocessing.Process(target=_serve, args=(port, callers, args.hops_per_tick))
+    server.start()
+    try:
+        for _ in range(600):  # the models load, then uvicorn listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        return asyncio.run(_run(f"ws://127.0.0.1:{port}/ws", callers, args.seconds))
+    finally:
+        server.terminate()
+        server.join(10)
+
+
+if __name__ == "__main__":
+    main()
