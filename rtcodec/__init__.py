@@ -12,7 +12,7 @@ from .encoder import FACodecEncoder, FACodecEncoderV2
 from .hub import Pretrained, from_pretrained
 from .pipelines import CodecReceiver, CodecSender, VoiceConversion
 from .redecoder import FACodecRedecoder
-from .streaming import DecoderStream, EncoderStream
+from .streaming import DecoderStream, EncoderStream, StreamOptions
 
 try:
     __version__ = version("rtcodec")
@@ -37,6 +37,7 @@ __all__ = [
     "FACodecRedecoder",
     "Pretrained",
     "RedecoderConfig",
+    "StreamOptions",
     "VoiceConversion",
     "from_pretrained",
 ]

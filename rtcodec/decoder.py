@@ -12,7 +12,7 @@ from .layers.blocks import decoder_stack
 from .layers.norm import timbre_norm
 from .layers.transformer import TransformerEncoder
 from .quantize import ResidualVQ
-from .streaming import DecoderStream
+from .streaming import DecoderStream, StreamOptions
 
 TRAINING_PATH = (
     "the vq=False / get_vq=True paths of the published decoder feed its training-only predictors; "
@@ -57,17 +57,11 @@ class SpeakerConditionedDecoder(PublishedCheckpointMixin, nn.Module):
         return self
 
     def stream(
-        self,
-        speaker_embedding: torch.Tensor,
-        batch_size: int = 1,
-        lookahead: int | None = None,
-        cuda_graph: bool | None = None,
-        compile: bool = False,
+        self, speaker_embedding: torch.Tensor, options: StreamOptions | None = None, **settings
     ) -> DecoderStream:
-        """A stream of `inference`: pushed latent frames in, final audio samples out; exact, or with at most
-        `lookahead` samples of lookahead; on CUDA, steady ticks are replayed from CUDA graphs unless
-        `cuda_graph=False`; on the CPU, `compile=True` compiles them (see `rtcodec.streaming`)."""
-        return DecoderStream(self, speaker_embedding, batch_size, lookahead, cuda_graph, compile)
+        """A stream of `inference`: pushed latent frames in, final audio samples out (see `rtcodec.streaming`);
+        `options` or its settings as keywords, e.g. `decoder.stream(spk, batch_size=4, lookahead=3000)`."""
+        return DecoderStream(self, speaker_embedding, options, **settings)
 
 
 class FACodecDecoder(SpeakerConditionedDecoder):

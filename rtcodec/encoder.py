@@ -10,7 +10,7 @@ from .checkpoint import PublishedCheckpointMixin
 from .config import HOP_LENGTH, SAMPLE_RATE, EncoderConfig
 from .layers.blocks import encoder_stack
 from .layers.mel import PROSODY_BINS, REFLECT_PAD, MelSpectrogram
-from .streaming import EncoderStream
+from .streaming import EncoderStream, StreamOptions
 
 
 class FACodecEncoder(PublishedCheckpointMixin, nn.Module):
@@ -36,17 +36,10 @@ class FACodecEncoder(PublishedCheckpointMixin, nn.Module):
     def inference(self, wav: torch.Tensor) -> torch.Tensor:
         return self(wav)
 
-    def stream(
-        self,
-        batch_size: int = 1,
-        lookahead: int | None = None,
-        cuda_graph: bool | None = None,
-        compile: bool = False,
-    ) -> EncoderStream:
-        """Pushed audio in, final frames out: exact, or with at most `lookahead` samples of lookahead; on CUDA,
-        steady ticks are replayed from CUDA graphs unless `cuda_graph=False`; on the CPU, `compile=True` compiles
-        them (see `rtcodec.streaming`)."""
-        return EncoderStream(self, batch_size, lookahead, cuda_graph, compile)
+    def stream(self, options: StreamOptions | None = None, **settings) -> EncoderStream:
+        """Pushed audio in, final frames out (see `rtcodec.streaming`): `options` or its settings as keywords,
+        e.g. `encoder.stream(batch_size=4, lookahead=2400)`."""
+        return EncoderStream(self, options, **settings)
 
 
 class FACodecEncoderV2(FACodecEncoder):

@@ -16,6 +16,7 @@ import torch
 from .config import SAMPLE_RATE
 from .decoder import FACodecDecoder, FACodecDecoderV2
 from .encoder import FACodecEncoder
+from .streaming import StreamOptions
 
 # Lookahead (encoder, decoder) in samples by latency preset: exact, and the two reduced latencies that the
 # lookahead-quality measurement supports (bench/README.md): "balanced" loses nothing measurable with the golden
@@ -70,17 +71,11 @@ class CodecSender(_Pipeline):
     """Audio in, codes out: `push(wav [B, 1, n])` returns `[6, B, k]` codes of the frames final now."""
 
     def __init__(
-        self,
-        encoder: FACodecEncoder,
-        decoder: FACodecDecoder,
-        batch_size: int = 1,
-        lookahead: int | None = None,
-        cuda_graph: bool | None = None,
-        compile: bool = False,
+        self, encoder: FACodecEncoder, decoder: FACodecDecoder, options: StreamOptions | None = None, **settings
     ) -> None:
         _check_models(encoder, decoder)
         self.decoder = decoder
-        self.encoder_stream = encoder.stream(batch_size, lookahead, cuda_graph, compile)
+        self.encoder_stream = encoder.stream(options, **settings)
         self.stages = (self.encoder_stream,)
 
     def push(self, wav: torch.Tensor) -> torch.Tensor:
@@ -97,14 +92,12 @@ class CodecReceiver(_Pipeline):
         self,
         decoder: FACodecDecoder,
         speaker: torch.Tensor,
-        batch_size: int = 1,
-        lookahead: int | None = None,
+        options: StreamOptions | None = None,
         use_residual: bool = True,
-        cuda_graph: bool | None = None,
-        compile: bool = False,
+        **settings,
     ) -> None:
         self.decoder, self.use_residual = decoder, use_residual
-        self.decoder_stream = decoder.stream(speaker, batch_size, lookahead, cuda_graph, compile)
+        self.decoder_stream = decoder.stream(speaker, options, **settings)
         self.stages = (self.decoder_stream,)
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
@@ -126,8 +119,8 @@ class VoiceConversion(_Pipeline):
 
     The source's prosody and content codes are decoded without its residual codes (which carry its timbre
     details) and with the speaker embedding of `reference` (`[1, 1, L]` or `[B, 1, L]`), as in the published
-    recipe. `lookahead` is `(encoder, decoder)` samples, each None for exact. `cuda_graph` and `compile` as in
-    the streams (graphs by default on CUDA; `compile=True` on the CPU, then `warm_up` before a live signal).
+    recipe. `options` (or its settings as keywords) as in the streams; `lookahead` may be a pair (encoder,
+    decoder), e.g. `LATENCY_PRESETS["balanced"]`. With `compile=True`, `warm_up` before a live signal.
     """
 
     def __init__(
@@ -135,17 +128,16 @@ class VoiceConversion(_Pipeline):
         encoder: FACodecEncoder,
         decoder: FACodecDecoder,
         reference: torch.Tensor,
-        batch_size: int = 1,
-        lookahead: tuple[int | None, int | None] = (None, None),
-        cuda_graph: bool | None = None,
-        compile: bool = False,
+        options: StreamOptions | None = None,
+        **settings,
     ) -> None:
         _check_models(encoder, decoder)
+        options = StreamOptions.of(options, settings)
         speaker = speaker_embedding(encoder, decoder, reference)
         if speaker.shape[0] == 1:
-            speaker = speaker.expand(batch_size, -1)
-        self.sender = CodecSender(encoder, decoder, batch_size, lookahead[0], cuda_graph, compile)
-        self.receiver = CodecReceiver(decoder, speaker, batch_size, lookahead[1], False, cuda_graph, compile)
+            speaker = speaker.expand(options.batch_size, -1)
+        self.sender = CodecSender(encoder, decoder, options)
+        self.receiver = CodecReceiver(decoder, speaker, options, use_residual=False)
         self.stages = (self.sender.encoder_stream, self.receiver.decoder_stream)
 
     def push(self, source: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from .config import HOP_LENGTH
 from .decoder import FACodecDecoder
 from .encoder import FACodecEncoder
 from .pipelines import _check_models
+from .streaming import StreamOptions
 
 MODES = ("convert", "codec")
 
@@ -61,26 +62,23 @@ class CallerScheduler:
         decoder: FACodecDecoder,
         slots: int,
         hops_per_tick: int = 1,
-        lookahead: tuple[int | None, int | None] = (None, None),
-        cuda_graph: bool | None = None,
-        compile: bool = False,
+        options: StreamOptions | None = None,
         max_queued_blocks: int = 80,
     ) -> None:
+        """`options` (lookahead, CUDA graphs, compile) for the two streams; their batch size is `slots`."""
         _check_models(encoder, decoder)
         if not isinstance(hops_per_tick, int) or hops_per_tick < 1:
             raise ValueError(f"hops_per_tick must be an integer of at least 1, got {hops_per_tick!r}")
         self.decoder, self.slots, self.hops_per_tick = decoder, slots, hops_per_tick
         self.block = hops_per_tick * HOP_LENGTH
         self.max_queued_blocks = max_queued_blocks
-        self.encoder_stream = encoder.stream(slots, lookahead[0], cuda_graph, compile)
-        device = self.encoder_stream.parameter.device
-        self.decoder_stream = decoder.stream(
-            torch.zeros(slots, decoder.in_channels), slots, lookahead[1], cuda_graph, compile
-        )
+        options = StreamOptions.of(options, {"batch_size": slots})
+        self.encoder_stream = encoder.stream(options)
+        self.device = self.encoder_stream.parameter.device
+        self.decoder_stream = decoder.stream(torch.zeros(slots, decoder.in_channels), options)
         self.encoder_stream.end(range(slots))  # no caller yet: every row ended
         self.decoder_stream.end(range(slots))
         self.callers: dict[int, Caller] = {}
-        self.device = device
 
     @property
     def latency_samples(self) -> int:

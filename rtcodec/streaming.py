@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -38,24 +39,65 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+Lookahead = int | None  # samples of audio; None: exact
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a stream, or the streams of a pipeline, run; every setting is checked here, once.
+
+    - `batch_size`: rows, each an independent signal;
+    - `lookahead`: samples of lookahead (None: exact), or a pair (encoder, decoder) for a pipeline's two streams;
+    - `cuda_graph`: settled ticks replay from CUDA graphs (None: on for CUDA models);
+    - `compile`: settled ticks through `torch.compile` (CPU).
+
+    Everything that makes streams takes `options=StreamOptions(...)`, or the same settings as keywords.
+    """
+
+    batch_size: int = 1
+    lookahead: Lookahead | tuple[Lookahead, Lookahead] = None
+    cuda_graph: bool | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer of at least 1, got {self.batch_size!r}")
+        pair = self.lookahead if isinstance(self.lookahead, tuple) else (self.lookahead,)
+        if len(pair) not in (1, 2) or any(n is not None and (not _is_int(n) or n < 0) for n in pair):
+            raise ValueError(
+                "lookahead must be a number of samples >= 0 (or None: exact), or a pair of them (encoder, decoder), "
+                f"got {self.lookahead!r}"
+            )
+        if self.cuda_graph not in (None, True, False) or self.compile not in (True, False):
+            raise ValueError(f"cuda_graph is None, True or False and compile True or False, got {self!r}")
+
+    @classmethod
+    def of(cls, options: StreamOptions | None, settings: dict) -> StreamOptions:
+        """`options` (default: the defaults) with `settings` given as keywords on top."""
+        unknown = set(settings) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(
+                f"unknown stream settings {sorted(unknown)}; StreamOptions has {[f.name for f in fields(cls)]}"
+            )
+        return replace(options or cls(), **settings)
+
+    @property
+    def encoder_lookahead(self) -> Lookahead:
+        return self.lookahead[0] if isinstance(self.lookahead, tuple) else self.lookahead
+
+    @property
+    def decoder_lookahead(self) -> Lookahead:
+        return self.lookahead[1] if isinstance(self.lookahead, tuple) else self.lookahead
+
+
 class _Stream:
     """What the encoder and decoder streams share: ticks, per-row positions, lookahead, flush and reset."""
 
     in_per_hop: int  # input samples (or frames) per hop
 
-    def __init__(
-        self,
-        stack: nn.Module,
-        batch_size: int,
-        in_channels: int,
-        lookahead: int | None,
-        cuda_graph: bool | None,
-        compile: bool,
-    ) -> None:
-        if not _is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
-        if lookahead is not None and (not _is_int(lookahead) or lookahead < 0):
-            raise ValueError(f"lookahead must be a number of samples >= 0 (or None: exact), got {lookahead!r}")
+    def __init__(self, stack: nn.Module, in_channels: int, options: StreamOptions, lookahead: Lookahead) -> None:
+        batch_size, cuda_graph, compile = options.batch_size, options.cuda_graph, options.compile
+        self.options = options
         self.op = build(stack)
         self.parameter = next(stack.parameters())
         on_cuda = self.parameter.is_cuda
@@ -317,17 +359,11 @@ class CompiledTick:
 class EncoderStream(_Stream):
     """`push(wav [B, 1, n])` for any n >= 0 returns the encoder frames `[B, 256, k]` that are final now."""
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        batch_size: int = 1,
-        lookahead: int | None = None,
-        cuda_graph: bool | None = None,
-        compile: bool = False,
-    ) -> None:
+    def __init__(self, encoder: nn.Module, options: StreamOptions | None = None, **settings) -> None:
+        options = StreamOptions.of(options, settings)
         self.in_per_hop = self.hop_length = encoder.hop_length
         self.out_channels = encoder.config.out_channels
-        super().__init__(encoder.block, batch_size, 1, lookahead, cuda_graph, compile)
+        super().__init__(encoder.block, 1, options, options.encoder_lookahead)
         #: samples of audio before a frame's first sample that it depends on
         self.left_context_samples = max(
             j * self.hop_length - self.op.input_range(j)[0] for j in range(1000, 1000 + self.hop_length)
@@ -354,17 +390,12 @@ class DecoderStream(_Stream):
     out_channels = 1
 
     def __init__(
-        self,
-        decoder: nn.Module,
-        speaker_embedding: torch.Tensor,
-        batch_size: int = 1,
-        lookahead: int | None = None,
-        cuda_graph: bool | None = None,
-        compile: bool = False,
+        self, decoder: nn.Module, speaker_embedding: torch.Tensor, options: StreamOptions | None = None, **settings
     ) -> None:
+        options = StreamOptions.of(options, settings)
         self.decoder, self.hop_length = decoder, decoder.hop_length
-        super().__init__(decoder.model, batch_size, decoder.in_channels, lookahead, cuda_graph, compile)
-        self.gamma, self.beta = self._timbre(speaker_embedding, batch_size)
+        super().__init__(decoder.model, decoder.in_channels, options, options.decoder_lookahead)
+        self.gamma, self.beta = self._timbre(speaker_embedding, options.batch_size)
         #: samples of audio before an output sample whose frames it depends on
         self.left_context_samples = max(
             t - self.op.input_range(t)[0] * self.hop_length
@@ -418,7 +449,7 @@ def encode_offline(
 ) -> torch.Tensor:
     """`encoder(wav)` on the fast path: the stream engine over ticks of `tick_hops` hops."""
     wav = validation.audio(wav, min_samples=encoder.config.min_samples, dtype=encoder.dtype)
-    stream = EncoderStream(encoder, wav.shape[0])
+    stream = EncoderStream(encoder, batch_size=wav.shape[0])
     return _run_offline(stream, wav, tick_hops * stream.hop_length, progress)
 
 
@@ -431,4 +462,4 @@ def decode_offline(
 ) -> torch.Tensor:
     """`decoder.inference(emb, spk)` on the fast path: the stream engine over ticks of `tick_hops` frames."""
     emb = decoder._frames(emb, "latent frames")
-    return _run_offline(DecoderStream(decoder, speaker_embedding, emb.shape[0]), emb, tick_hops, progress)
+    return _run_offline(DecoderStream(decoder, speaker_embedding, batch_size=emb.shape[0]), emb, tick_hops, progress)

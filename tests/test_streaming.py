@@ -376,3 +376,21 @@ def test_decoder_lookahead(vectors):
         assert rel_err(got, cut) < TOL
         rest = torch.cat([stream.push(emb[..., 10:]), stream.flush()], dim=2)
         assert got.shape[2] + rest.shape[2] == 30 * 200
+
+
+def test_one_options_object_for_every_stream():
+    from rtcodec import StreamOptions
+    from rtcodec.pipelines import LATENCY_PRESETS, CodecReceiver
+
+    encoder, decoder = FACodecEncoder(ngf=4, out_channels=256), FACodecDecoder(**golden_kwargs("decoder"))
+    options = StreamOptions(batch_size=2, lookahead=LATENCY_PRESETS["balanced"])
+    enc, dec = encoder.stream(options), decoder.stream(torch.zeros(2, 256), options)
+    assert (enc.batch_size, enc.lookahead_samples, dec.lookahead_samples) == (2, 2400, 3000)
+    assert encoder.stream(batch_size=2, lookahead=2400).lookahead_samples == 2400  # the same settings as keywords
+    assert encoder.stream(options, lookahead=800).lookahead_samples == 800  # keywords on top of options
+    assert CodecReceiver(decoder, torch.zeros(1, 256), lookahead=1000).latency_samples == 1000
+    with pytest.raises(TypeError, match=r"unknown stream settings \['batch'\]"):
+        encoder.stream(batch=2)
+    for bad in ({"lookahead": -1}, {"lookahead": (1, 2, 3)}, {"lookahead": 1.5}, {"cuda_graph": "yes"}):
+        with pytest.raises(ValueError):
+            StreamOptions(**bad)

@@ -21,6 +21,7 @@ import torch
 from .. import audio
 from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import LATENCY_PRESETS, VoiceConversion
+from ..streaming import StreamOptions
 from .common import CommandError, add_model_options, load
 
 MAX_BACKLOG_BLOCKS = 8
@@ -171,7 +172,8 @@ def run_live(args: argparse.Namespace) -> None:
     reference = audio.read(args.reference)
     models = load(args, "v1")
     lookahead = LATENCY_PRESETS[args.latency] if args.lookahead is None else (args.lookahead, args.lookahead)
-    pipeline = VoiceConversion(models.encoder, models.decoder, reference, lookahead=lookahead, compile=args.compile)
+    options = StreamOptions(lookahead=lookahead, compile=args.compile)
+    pipeline = VoiceConversion(models.encoder, models.decoder, reference, options)
     block = args.hops_per_block * HOP_LENGTH
     note = " and compiling the hop step (about a minute the first time, seconds once cached)" if args.compile else ""
     print(f"warming up{note}...", file=sys.stderr, flush=True)

@@ -28,6 +28,7 @@ from ..config import SAMPLE_RATE
 from ..hub import Pretrained
 from ..pipelines import LATENCY_PRESETS, speaker_embedding
 from ..scheduler import CallerScheduler, SlotsFullError
+from ..streaming import StreamOptions
 from . import protocol
 from .engine import Engine, Session
 
@@ -71,15 +72,10 @@ class Server:
         for preset in options.latencies:
             if preset not in LATENCY_PRESETS:
                 raise ValueError(f"unknown latency preset {preset!r}; one of {sorted(LATENCY_PRESETS)}")
-            scheduler = CallerScheduler(
-                models.encoder,
-                models.decoder,
-                options.slots,
-                options.hops_per_tick,
-                LATENCY_PRESETS[preset],
-                options.cuda_graph,
-                options.compile,
+            streams = StreamOptions(
+                lookahead=LATENCY_PRESETS[preset], cuda_graph=options.cuda_graph, compile=options.compile
             )
+            scheduler = CallerScheduler(models.encoder, models.decoder, options.slots, options.hops_per_tick, streams)
             max_pending = max(1, round(options.max_pending_s * SAMPLE_RATE / scheduler.block))
             self.engines[preset] = Engine(scheduler, max_pending)
 
