@@ -36,6 +36,7 @@ def hello(**settings) -> str:
 
 
 def audio_message(seq: int, samples: np.ndarray) -> bytes:
+    samples = np.asarray(samples, np.float32)
     return HEADER.pack(VERSION, AUDIO, seq) + (samples * 32768).round().clip(-32768, 32767).astype("<i2").tobytes()
 
 
@@ -120,6 +121,7 @@ def close_of(ws) -> tuple[int, str]:
         (hello(), HEADER.pack(VERSION, 7, 0) + bytes(400), 1008, "unknown message type 7"),
         (hello(), HEADER.pack(VERSION, AUDIO, 0) + bytes(399), 1008, "200 int16 samples"),
         (hello(), HEADER.pack(VERSION, REFERENCE, 0) + bytes(10), 1008, "AUDIO messages"),
+        (hello(), [audio_message(5, np.zeros(BLOCK)), audio_message(4, np.zeros(BLOCK))], 1008, "out of order"),
         (hello(voice="upload"), HEADER.pack(VERSION, REFERENCE, 0) + b"not audio", 1008, "not usable audio"),
         (hello(voice="upload"), HEADER.pack(VERSION, REFERENCE, 0) + bytes(3 << 20), 1009, "at most 2097152"),
     ],
@@ -134,7 +136,8 @@ def test_a_misbehaving_client_is_closed_with_a_reason_and_others_go_on(models, f
             if then is not None:
                 if '"upload"' not in first:  # with an upload, the server waits for the clip before it is ready
                     assert json.loads(bad.receive_text())["type"] == "ready"
-                bad.send_bytes(then)
+                for message in then if isinstance(then, list) else [then]:
+                    bad.send_bytes(message)
             got_code, got_reason = close_of(bad)
         assert (got_code, reason in got_reason) == (code, True), got_reason
         blocks = speech(0.2, 3)

@@ -249,12 +249,16 @@ async def _serve(ws: WebSocket, engine: Engine, session: Session) -> None:
                 await ws.send_text(json.dumps(stats))
 
     sender = asyncio.create_task(send())
+    expected = None  # the next sequence number: blocks come one after the other
     try:
         while True:
             data = await _receive_bytes(ws)
             kind, seq, payload = protocol.parse(data)
             if kind != protocol.AUDIO:
                 raise protocol.ProtocolError("after the hello, a caller sends AUDIO messages")
+            if expected is not None and seq != expected:
+                raise protocol.ProtocolError(f"AUDIO sequence number {seq} where {expected} was next: out of order")
+            expected = (seq + 1) & 0xFFFFFFFF
             if not engine.put(session, seq, protocol.audio_block(payload, engine.scheduler.block)):
                 raise protocol.ProtocolError("audio faster than real time")
     finally:

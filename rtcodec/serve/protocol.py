@@ -8,7 +8,7 @@
 3. Then both sides send binary messages: a header of version (1 byte, 1), type (1 byte) and sequence number (4
    bytes, big-endian), then the payload:
    - AUDIO (1), client to server: exactly `block` samples of 16 kHz mono int16 PCM, little-endian, one message
-     per block, in real time;
+     per block, in real time, sequence numbers counting up by one;
    - AUDIO (1), server to client: the input block this tick used (4 bytes: the client's sequence number, or
      0xFFFFFFFF where it had not come and silence stood in), then the new output samples, int16 PCM as above;
    - REFERENCE (2), client to server: an audio file of the target voice (any format soundfile reads), at
