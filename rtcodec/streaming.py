@@ -463,3 +463,44 @@ def decode_offline(
     """`decoder.inference(emb, spk)` on the fast path: the stream engine over ticks of `tick_hops` frames."""
     emb = decoder._frames(emb, "latent frames")
     return _run_offline(DecoderStream(decoder, speaker_embedding, batch_size=emb.shape[0]), emb, tick_hops, progress)
+
+
+def encode_many(
+    encoder: nn.Module, clips: Sequence[torch.Tensor], batch_size: int = 8, progress: Progress | None = None
+) -> list[torch.Tensor]:
+    """`encoder(clip)` of each clip `[1, 1, L]` (lengths may differ), in length-sorted batches: each row of a batch
+    ends at its own length, so each output `[1, 256, T]` is what the clip alone gives. `progress(done, total)`
+    counts clips."""
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
+    clips = [validation.audio(c, min_samples=encoder.config.min_samples, dtype=encoder.dtype) for c in clips]
+    for i, clip in enumerate(clips):
+        if clip.shape[0] != 1:
+            raise ValueError(f"clip {i} has batch {clip.shape[0]}; encode_many takes clips [1, 1, samples]")
+    order = sorted(range(len(clips)), key=lambda i: clips[i].shape[2])
+    outputs: list[torch.Tensor | None] = [None] * len(clips)
+    for first in range(0, len(order), batch_size):
+        batch = order[first : first + batch_size]
+        for i, frames in zip(batch, _encode_batch(encoder, [clips[i] for i in batch])):
+            outputs[i] = frames
+        if progress:
+            progress(min(first + batch_size, len(order)), len(order))
+    return outputs
+
+
+def _encode_batch(encoder: nn.Module, clips: list[torch.Tensor]) -> list[torch.Tensor]:
+    lengths = [clip.shape[2] for clip in clips]
+    x = clips[0].new_zeros(len(clips), 1, max(lengths))
+    for b, clip in enumerate(clips):
+        x[b, :, : lengths[b]] = clip[0]
+    stream = EncoderStream(encoder, batch_size=len(clips))
+    outs, valids, done = [], [], 0
+    for stop in sorted(set(lengths)):  # push up to the next row's end, then end that row there
+        outs.append(stream.push(x[..., done:stop]))
+        valids.append(stream.valid)
+        stream.end([b for b, length in enumerate(lengths) if length == stop])
+        done = stop
+    outs.append(stream.flush())
+    valids.append(stream.valid)
+    frames, valid = torch.cat(outs, dim=2), torch.cat(valids, dim=1)
+    return [frames[b : b + 1, :, valid[b].to(frames.device)] for b in range(len(clips))]

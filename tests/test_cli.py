@@ -533,3 +533,26 @@ def test_a_receiver_started_long_before_the_sender_waits_for_it(ckpt, clips, tmp
 def test_a_receiver_with_wait_gives_up_with_one_line(ckpt, capsys):
     code, err = run(capsys, "receive", "--port", 50617, "--wait", "0.5", "--output", "x.wav", "--checkpoint-dir", ckpt)
     assert code == 1 and "no packet for 0.5 s; is the sender running?" in err and not Path("x.wav").exists()
+
+
+def test_a_folder_or_a_list_encodes_to_one_fac_per_clip(ckpt, clips, tmp_path, capsys):
+    """In batches, each clip's file is byte for byte what encoding it alone writes; bad clips are skipped."""
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    data, rate = sf.read(AUDIO / "slt.wav", dtype="float32")
+    sf.write(corpus / "a.wav", data[:16077], rate)
+    sf.write(corpus / "sub" / "b.flac", data[20000:27000], rate)
+    sf.write(corpus / "c.wav", data[:30000], rate)
+    sf.write(corpus / "empty.wav", data[:0], rate)
+    (corpus / "broken.wav").write_text("not audio")
+    code, err = run(capsys, "encode", corpus, tmp_path / "out", "--batch-size", 2, "--checkpoint-dir", ckpt)
+    assert code == 1 and "2 of 5 clips were skipped" in err and "empty.wav: " in err and "holds no samples" in err
+    for clip, fac in [("a.wav", "a.fac"), ("sub/b.flac", "sub/b.fac"), ("c.wav", "c.fac")]:
+        assert run(capsys, "encode", corpus / clip, tmp_path / "alone.fac", "--checkpoint-dir", ckpt)[0] == 0
+        assert (tmp_path / "out" / fac).read_bytes() == (tmp_path / "alone.fac").read_bytes(), clip
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"corpus/a.wav  # a comment\n{corpus / 'c.wav'}\n\n")
+    code, err = run(capsys, "encode", listing, tmp_path / "listed", "--model", "v2", "--checkpoint-dir", ckpt)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "listed").iterdir()) == ["a.fac", "c.fac"]
+    assert Bitstream.load(tmp_path / "listed" / "a.fac").model_version == 2

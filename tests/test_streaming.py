@@ -394,3 +394,22 @@ def test_one_options_object_for_every_stream():
     for bad in ({"lookahead": -1}, {"lookahead": (1, 2, 3)}, {"lookahead": 1.5}, {"cuda_graph": "yes"}):
         with pytest.raises(ValueError):
             StreamOptions(**bad)
+
+
+@needs_golden
+def test_encode_many_gives_each_clip_what_it_gives_alone(vectors):
+    from rtcodec.streaming import encode_many
+
+    encoder, decoder = golden_model("encoder"), golden_model("decoder")
+    wav = torch.cat([vectors["wav_a"], vectors["wav_b"]], dim=2)
+    clips = [wav[..., s : s + n] for s, n in [(0, 4000), (5000, 1211), (9000, 6399), (100, 4000), (20000, 3333)]]
+    done = []
+    got = encode_many(encoder, clips, batch_size=3, progress=lambda d, t: done.append((d, t)))
+    assert done == [(3, 5), (5, 5)]
+    with torch.inference_mode():
+        for clip, frames in zip(clips, got):
+            alone = encoder(clip)
+            assert frames.shape == alone.shape and rel_err(frames, alone) < TOL
+            assert torch.equal(decoder.quantize(frames), decoder.quantize(alone))  # the codes, bit for bit
+    with pytest.raises(ValueError, match="too short"):
+        encode_many(encoder, [torch.zeros(1, 1, 10)])

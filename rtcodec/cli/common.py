@@ -63,23 +63,39 @@ def device_of(models: Pretrained) -> torch.device:
     return models.decoder.timbre_linear.weight.device
 
 
+def whole_frames(wav: torch.Tensor) -> torch.Tensor:
+    """The clip padded with silence to whole frames, so that its last partial frame is coded too."""
+    return torch.nn.functional.pad(wav, (0, -wav.shape[2] % HOP_LENGTH))
+
+
 @torch.inference_mode()
 def encode(models: Pretrained, wav: torch.Tensor, version: str, name: str) -> Bitstream:
-    """Codes and speaker embedding of a `[1, 1, L]` clip read from `name`. The clip is padded to whole frames
-    with silence, so its last partial frame is coded too; the bitstream keeps L to cut the decoded audio."""
-    samples = wav.shape[2]
-    wav = torch.nn.functional.pad(wav, (0, -samples % HOP_LENGTH)).to(device_of(models))
+    """Codes and speaker embedding of a `[1, 1, L]` clip read from `name`; the bitstream keeps L to cut the
+    decoded audio to the clip's length."""
+    padded = whole_frames(wav).to(device_of(models))
     bar = ProgressBar(f"encoding {name}")
     try:
-        enc = encode_offline(models.encoder, wav, progress=bar)
-        if version == "v2":
-            _, codes, _, _, speaker = models.decoder(enc, models.encoder.get_prosody_feature(wav))
-        else:
-            _, codes, _, _, speaker = models.decoder(enc)
-    except ValueError as err:  # too short for the encoder or the V2 prosody feature
+        enc = encode_offline(models.encoder, padded, progress=bar)
+    except ValueError as err:  # too short for the encoder
         raise CommandError(f"{name}: {err}") from None
     finally:
         bar.close()
+    return bitstream(models, enc, padded, version, name, wav.shape[2])
+
+
+@torch.inference_mode()
+def bitstream(
+    models: Pretrained, enc: torch.Tensor, padded: torch.Tensor, version: str, name: str, samples: int
+) -> Bitstream:
+    """The bitstream of a clip of `samples` samples from its encoder output `enc` (`padded`: the clip as
+    encoded, for the V2 prosody feature)."""
+    try:
+        if version == "v2":
+            _, codes, _, _, speaker = models.decoder(enc, models.encoder.get_prosody_feature(padded))
+        else:
+            _, codes, _, _, speaker = models.decoder(enc)
+    except ValueError as err:  # too short for the V2 prosody feature
+        raise CommandError(f"{name}: {err}") from None
     samples = min(samples, HOP_LENGTH * codes.shape[2])  # V2 codes may cover a frame less
     return Bitstream(codes[:, 0], speaker[0].float(), model_version=int(version[1]), samples=samples)
 

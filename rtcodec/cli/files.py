@@ -12,6 +12,7 @@ from .. import audio
 from ..bitstream import Bitstream
 from ..config import SAMPLE_RATE
 from ..hub import CheckpointNotFoundError, download
+from . import bulk
 from .common import (
     CommandError,
     add_model_options,
@@ -33,10 +34,13 @@ def register(commands) -> None:
     c.add_argument("--checkpoint-dir", metavar="DIR", help="also copy the files here, for --checkpoint-dir elsewhere")
     c.set_defaults(run=run_download)
 
-    c = commands.add_parser("encode", help="audio file to a .fac bitstream (4.8 kbit/s)")
-    c.add_argument("input", help="audio file (wav, flac, ogg; any rate and channel count)")
-    c.add_argument("output", help=".fac file to write")
+    c = commands.add_parser("encode", help="audio file (or a folder or list of them) to .fac bitstreams (4.8 kbit/s)")
+    c.add_argument(
+        "input", help="audio file (wav, flac, ogg, mp3; any rate and channel count), or a folder or a .txt list of them"
+    )
+    c.add_argument("output", help=".fac file to write (a folder, for a folder or a list)")
     c.add_argument("--model", choices=["v1", "v2"], default="v1", help="FACodec version of the codes (default: v1)")
+    c.add_argument("--batch-size", type=int, default=8, help="clips encoded at once, for a folder or list (8)")
     add_model_options(c)
     c.set_defaults(run=run_encode)
 
@@ -81,6 +85,8 @@ def run_download(args: argparse.Namespace) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> None:
+    if bulk.is_bulk(args.input):
+        return bulk.run(args)
     check_output(args.output, args.input, audio_file=False)
     wav = audio.read(args.input)
     bits = encode(load(args, args.model), wav, args.model, args.input)

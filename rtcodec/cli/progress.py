@@ -9,16 +9,16 @@ MIN_SECONDS = 3.0  # jobs expected to take less than this show no bar
 
 
 class ProgressBar:
-    """`bar(done, total)` redraws the bar once the job has run `MIN_SECONDS`; `bar.close()` ends the line."""
+    """`bar(done, total)` redraws the bar once the job has run `min_seconds`; `bar.close()` ends the line."""
 
-    def __init__(self, label: str, stream=None, width: int = 30) -> None:
-        self.label, self.stream, self.width = label, stream or sys.stderr, width
+    def __init__(self, label: str, stream=None, width: int = 30, min_seconds: float = MIN_SECONDS) -> None:
+        self.label, self.stream, self.width, self.min_seconds = label, stream or sys.stderr, width, min_seconds
         self.start = time.monotonic()
         self.shown = False
 
     def __call__(self, done: int, total: int) -> None:
         elapsed = time.monotonic() - self.start
-        if elapsed < MIN_SECONDS and not self.shown:
+        if elapsed < self.min_seconds and not self.shown:
             return
         self.shown = True
         filled = self.width * done // max(total, 1)
