@@ -188,3 +188,18 @@ def test_a_caller_vanishing_mid_stream_frees_its_slot(models):
         with client.websocket_connect("/ws") as again:
             again.send_text(hello())
             assert json.loads(again.receive_text())["type"] == "ready"
+
+
+def test_a_fault_of_the_server_ends_that_call_with_1011_and_the_server_goes_on(models, monkeypatch):
+    app = create_app(models, ServeOptions(slots=1))
+    server = app.state.server
+    with TestClient(app) as client:
+        real = server.voice
+        monkeypatch.setattr(server, "voice", lambda name: (_ for _ in ()).throw(RuntimeError("boom")))
+        with client.websocket_connect("/ws") as ws:
+            ws.send_text(hello())
+            assert close_of(ws) == (1011, "server error")
+        monkeypatch.setattr(server, "voice", real)
+        with client.websocket_connect("/ws") as ws:
+            ws.send_text(hello())
+            assert json.loads(ws.receive_text())["type"] == "ready"

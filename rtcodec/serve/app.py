@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import socket
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from ..streaming import StreamOptions
 from . import protocol
 from .engine import Engine, Session
 
+LOG = logging.getLogger("rtcodec.serve")
 STATS_INTERVAL_S = 0.5
 IDLE_TIMEOUT_S = 10.0  # a caller that sends nothing this long (no hello, no audio) is disconnected
 
@@ -168,6 +170,9 @@ class Server:
             await _close(ws, err.code, err.reason)
         except WebSocketDisconnect:
             pass
+        except Exception:  # a fault of the server's: this caller gets a reason, the server and the others go on
+            LOG.exception("a call failed")
+            await _close(ws, protocol.SERVER_ERROR, "server error")
         finally:
             if session is not None:
                 engine.leave(session)
