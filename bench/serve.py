@@ -4,7 +4,8 @@ A server (full-size models with random weights, in its own process) and N simula
 sending one block of speech every block of wall-clock time for `--seconds`. Per caller: the round trip of each
 block (sent until the output of the tick that consumed it arrives: the server's queueing and compute, without
 the codec's algorithmic latency, which is fixed), and the late blocks (silence stood in). N doubles until a
-run is not real time: more than 1 % of blocks late, or a p99 round trip over `--budget-ms`.
+run is not real time: more than 1 % of blocks late, or a p99 round trip over `--budget-ms`. `--ray` runs the
+server as one Ray Serve replica behind Ray's proxy instead, to measure what the proxy adds.
 """
 
 from __future__ import annotations
@@ -15,12 +16,42 @@ import json
 import multiprocessing
 import socket
 import struct
+import subprocess
 import time
+import urllib.request
 
 import numpy as np
 
 from .common import latency, speech
 from .report import cpu_name
+
+
+def _bench_models():
+    """Full-size random models, on a replica: one core fewer than the machine's for torch (as `rtcodec serve`)."""
+    import torch
+
+    from rtcodec.hub import Pretrained
+    from rtcodec.serve import default_threads
+
+    from .common import models
+
+    torch.set_num_threads(default_threads())
+    torch.set_grad_enabled(False)
+    return Pretrained(*models())
+
+
+def _serve_on_ray(port: int, slots: int, hops: int) -> None:
+    import ray
+    from ray import serve
+
+    from rtcodec.serve import ServeOptions
+    from rtcodec.serve.ray import application
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(application(_bench_models, ServeOptions(slots=slots, hops_per_tick=hops)), route_prefix="/")
+    while True:
+        time.sleep(3600)
 
 
 def _serve(port: int, slots: int, hops: int) -> None:
@@ -94,8 +125,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="how long each caller sends")
     parser.add_argument("--max-callers", type=int, default=16)
     parser.add_argument("--budget-ms", type=float, default=100.0, help="p99 round trip that still counts as real time")
+    parser.add_argument("--ray", action="store_true", help="the server on Ray Serve (one replica), not uvicorn")
     args = parser.parse_args()
-    print(f"CPU: {cpu_name()}; {args.hops_per_tick} hops per tick ({12.5 * args.hops_per_tick:g} ms blocks)")
+    where = "Ray Serve, one replica" if args.ray else "uvicorn"
+    print(f"CPU: {cpu_name()}; {where}; {args.hops_per_tick} hops per tick ({12.5 * args.hops_per_tick:g} ms blocks)")
     print("| callers (= slots) | round trip p50 / p99 (worst caller) | late blocks | real time |")
     print("|---|---|---|---|")
     best, callers = 0, 1
@@ -120,12 +153,13 @@ def _with_server(callers: int, args: argparse.Namespace) -> list[dict]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = multiprocessing.Process(target=_serve, args=(port, callers, args.hops_per_tick))
+    target = _serve_on_ray if args.ray else _serve
+    server = multiprocessing.Process(target=target, args=(port, callers, args.hops_per_tick))
     server.start()
     try:
-        for _ in range(600):  # the models load, then uvicorn listens
+        for _ in range(600):  # the models load, then the server answers
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
                 break
             except OSError:
                 time.sleep(0.5)
@@ -133,6 +167,8 @@ def _with_server(callers: int, args: argparse.Namespace) -> list[dict]:
     finally:
         server.terminate()
         server.join(10)
+        if args.ray:  # the Ray processes the server started outlive it
+            subprocess.run(["ray", "stop", "--force"], capture_output=True)
 
 
 if __name__ == "__main__":

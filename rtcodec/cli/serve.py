@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import torch
 
@@ -26,6 +27,12 @@ def register(commands) -> None:
     )
     c.add_argument("--hops-per-tick", type=int, default=1, help="12.5 ms hops per tick and message (default: 1)")
     c.add_argument("--threads", type=int, help="torch threads (default: one core fewer than the machine has)")
+    c.add_argument(
+        "--ray", action="store_true", help="run on Ray Serve, a replica per GPU or CPU (pip install 'rtcodec[ray]')"
+    )
+    c.add_argument("--replicas", type=int, default=1, help="with --ray: copies of the server, each its own batch (1)")
+    c.add_argument("--gpus-per-replica", type=float, default=0, help="with --ray: 1 for a GPU per replica (0)")
+    c.add_argument("--ray-address", help="with --ray: a running Ray cluster (default: start a local one)")
     add_model_options(c)
     c.set_defaults(run=run_serve)
 
@@ -45,8 +52,42 @@ def run_serve(args: argparse.Namespace) -> None:
     if min(args.slots, args.hops_per_tick, args.threads or 1) < 1 or not 1 <= args.port <= 65535:
         raise CommandError("--slots, --hops-per-tick and --threads must be at least 1, and --port within 1..65535")
     torch.set_num_threads(args.threads or default_threads())
-    models = load(args, "v1")
     options = ServeOptions(slots=args.slots, hops_per_tick=args.hops_per_tick, latencies=latencies)
+    if args.ray:
+        return _run_on_ray(args, options)
+    models = load(args, "v1")
     app = create_app(models, options)
     print(f"rtcodec serve: open http://{args.host}:{args.port}/ ({args.slots} slots per preset)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, ws_max_size=MAX_MESSAGE_BYTES, log_level="warning")
+
+
+def _run_on_ray(args: argparse.Namespace, options) -> None:
+    """The same app as a Ray Serve deployment, until Ctrl-C."""
+    try:
+        import ray
+        from ray import serve
+
+        from ..serve.ray import app
+    except ImportError as err:
+        raise CommandError(f"rtcodec serve --ray needs its extra: pip install 'rtcodec[ray]' ({err})") from None
+    if args.replicas < 1:
+        raise CommandError(f"--replicas must be at least 1, got {args.replicas}")
+    load(args, "v1")  # the weights are here (or a clear error), before any replica tries
+    ray.init(address=args.ray_address, include_dashboard=False)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    settings = {
+        "checkpoint_dir": args.checkpoint_dir,
+        "device": args.device,
+        "slots": options.slots,
+        "hops_per_tick": options.hops_per_tick,
+        "latencies": list(options.latencies),
+        "replicas": args.replicas,
+        "num_gpus": args.gpus_per_replica,
+    }
+    serve.run(app(settings), name="rtcodec", route_prefix="/")
+    print(f"rtcodec serve on Ray: open http://{args.host}:{args.port}/ ({args.replicas} replicas); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()

@@ -88,7 +88,10 @@ async function start() {
   ws.onclose = (event) => {
     exposed.closed = { code: event.code, reason: event.reason };
     const why = event.reason ? `: ${event.reason}` : "";
-    if (call && call.ws === ws) stop(event.code === 1000 || event.code === 1005 ? "Stopped." : `The server ended the call${why}`);
+    let message = `The server ended the call${why}`;
+    if (event.code === 1000 || event.code === 1005) message = "Stopped.";
+    if (event.code === 1006) message = "The connection to the server was lost. Press Start to call again.";
+    if (call && call.ws === ws) stop(message);
   };
   $("stop").disabled = false;
 }
