@@ -180,7 +180,7 @@ def test_the_config_file_in_the_repo_builds_the_application():
 
     from rtcodec.serve.ray import app
 
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "ray-serve.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "rtcodec" / "serve" / "ray-serve.yaml").read_text())
     (application,) = config["applications"]
     assert application["import_path"] == "rtcodec.serve.ray:app"
     built = app(application["args"])
