@@ -109,18 +109,20 @@ def test_the_page_converts_a_fake_microphone(served, tmp_path):
     assert played.shape == expected.shape and played.size > 100 * BLOCK
     assert np.abs(played - np.clip(expected, -1, 1)).max() <= 1.5 / 32768  # int16 rounding on the wire
     # 2) The microphone path: the page sent the speech file, resampled by Chromium's fake device and the page.
-    mic = np.concatenate(sent)[: 2 * 16000]
-    start = _alignment(mic, data)
-    aligned = data[start : start + mic.size]
-    correlation = np.corrcoef(mic, aligned)[0, 1]
-    assert correlation > 0.95, (start, correlation)
+    # Each 0.1 s window is matched on its own to the place in the file it resembles most. On a quiet machine
+    # nearly all match above 0.95; with another process busy, Chromium's fake device skips and stretches its
+    # audio (seen: a median of 0.7). So: some window matches closely (above 0.95: a stretch of the file came
+    # through intact), and the median is far above what unrelated audio reaches (about 0.12 for 1600 samples
+    # against 124 000 places).
+    mic = np.concatenate(sent)[: 3 * 16000]
+    windows = [mic[i : i + 1600] for i in range(0, mic.size - 1600 + 1, 1600)]
+    scores = np.array([_match(w, data) for w in windows if np.sqrt(np.mean(w**2)) > 0.01])
+    assert scores.size >= 10 and scores.max() > 0.95 and np.median(scores) > 0.4, np.round(scores, 3)
 
 
-def _alignment(recorded: np.ndarray, source: np.ndarray) -> int:
-    """Where `recorded` starts in `source` (which the fake microphone loops), by cross-correlation."""
-    best, where = -np.inf, 0
-    for start in range(0, source.size - recorded.size):
-        score = float(np.dot(recorded, source[start : start + recorded.size]))
-        if score > best:
-            best, where = score, start
-    return where
+def _match(window: np.ndarray, source: np.ndarray) -> float:
+    """The correlation of `window` with the part of `source` it matches best (cross-correlation by FFT)."""
+    n = 1 << int(np.ceil(np.log2(source.size + window.size)))
+    cross = np.fft.irfft(np.fft.rfft(source, n) * np.conj(np.fft.rfft(window, n)), n)[: source.size - window.size]
+    start = int(np.argmax(cross))
+    return float(np.corrcoef(window, source[start : start + window.size])[0, 1])
