@@ -105,10 +105,7 @@ class Bitstream:
                 f"expected model 1 or 2, {SAMPLE_RATE} Hz, {CODEBOOKS} codebooks of {BITS} bits"
             )
         if len(data) != expected:
-            raise BitstreamError(
-                f"{name} is {'truncated' if len(data) < expected else 'too long'}: "
-                f"{len(data)} bytes, {frames} frames need {expected}"
-            )
+            raise _size_error(name, len(data), frames, expected)
         samples = samples[0] if samples else HOP_LENGTH * frames
         if not _fits(samples, frames):
             raise BitstreamError(f"{name} says {samples} samples, which do not fit its {frames} frames")
@@ -132,15 +129,18 @@ class Bitstream:
                 frames = header.unpack_from(head)[4]
                 expected, size = _file_size(header, frames), path.stat().st_size
                 if size != expected:
-                    raise BitstreamError(
-                        f"{path} is {'truncated' if size < expected else 'too long'}: "
-                        f"{size} bytes, {frames} frames need {expected}"
-                    )
+                    raise _size_error(str(path), size, frames, expected)
             return cls.from_bytes(head + file.read(), str(path))
 
 
 def _file_size(header: struct.Struct, frames: int) -> int:
     return header.size + SPEAKER_BYTES + packed_size(frames * CODEBOOKS * BITS) + CRC.size
+
+
+def _size_error(name: str, size: int, frames: int, expected: int) -> BitstreamError:
+    return BitstreamError(
+        f"{name} is {'truncated' if size < expected else 'too long'}: {size} bytes, {frames} frames need {expected}"
+    )
 
 
 def _fits(samples: int, frames: int) -> bool:

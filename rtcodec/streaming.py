@@ -97,7 +97,6 @@ class _Stream:
 
     def __init__(self, stack: nn.Module, in_channels: int, options: StreamOptions, lookahead: Lookahead) -> None:
         batch_size, cuda_graph, compile = options.batch_size, options.cuda_graph, options.compile
-        self.options = options
         self.op = build(stack)
         self.parameter = next(stack.parameters())
         on_cuda = self.parameter.is_cuda
