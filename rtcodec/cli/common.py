@@ -27,6 +27,17 @@ def add_model_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
 
 
+def port_number(value: str) -> int:
+    """An argparse type: a TCP or UDP port, 1..65535."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is within 1..65535, got {port}")
+    return port
+
+
 def check_output(output: str, *inputs: str, audio_file: bool = True) -> None:
     """Refuse, before any work, an output that cannot be written or that is one of the inputs."""
     audio.check_output(output, audio=audio_file)

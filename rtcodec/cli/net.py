@@ -19,21 +19,11 @@ from .. import audio
 from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import CodecReceiver, CodecSender, speaker_embedding
 from ..transport import MAX_FRAMES_PER_PACKET, REQUEST, Receiver, Sender, packet, sequence_number
-from .common import CommandError, add_model_options, check_output, load
+from .common import CommandError, add_model_options, check_output, load, port_number
 
 DEFAULT_PORT = 50555
 ENROLL_SECONDS = 3.0  # microphone audio taken for the speaker embedding before the stream starts
 RECEIVE_BYTES = 2048  # larger than any valid packet: a longer datagram is cut, then fails its CRC
-
-
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is within 1..65535, got {port}")
-    return port
 
 
 def _seconds(value: str) -> float:
@@ -50,7 +40,7 @@ def register(commands) -> None:
     c = commands.add_parser("send", help="stream the codes of a file or the microphone over UDP")
     c.add_argument("input", nargs="?", help="audio file to send (default: the microphone)")
     c.add_argument("--host", default="127.0.0.1", help="receiver address (default: 127.0.0.1)")
-    c.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"receiver port (default: {DEFAULT_PORT})")
+    c.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"receiver port (default: {DEFAULT_PORT})")
     c.add_argument("--frames-per-packet", type=int, default=4, help="12.5 ms frames per packet (default: 4)")
     c.add_argument("--seconds", type=_seconds, default=10.0, help="how long to send from the microphone")
     c.add_argument("--no-pacing", action="store_true", help="send a file as fast as possible, not in real time")
@@ -58,7 +48,9 @@ def register(commands) -> None:
     c.set_defaults(run=run_send)
 
     c = commands.add_parser("receive", help="receive codes over UDP, decode them, play them or write a file")
-    c.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
+    c.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})"
+    )
     c.add_argument(
         "--bind",
         default="127.0.0.1",
@@ -102,7 +94,7 @@ def _resolve(host: str, port: int | None) -> tuple[str, int | None]:
 def _peer(value: str) -> tuple[str, int | None]:
     host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
     try:
-        return _resolve(host, _port(port) if port else None)
+        return _resolve(host, port_number(port) if port else None)
     except argparse.ArgumentTypeError as err:
         raise CommandError(f"--peer {value}: {err}") from None
 

@@ -8,8 +8,9 @@ import time
 
 import torch
 
+from ..hub import from_pretrained
 from ..pipelines import LATENCY_PRESETS
-from .common import CommandError, add_model_options, load
+from .common import CommandError, add_model_options, load, port_number
 
 
 def register(commands) -> None:
@@ -17,7 +18,7 @@ def register(commands) -> None:
         "serve", help="serve live voice conversion and codec demos to browsers, many callers at once"
     )
     c.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    c.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    c.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
     c.add_argument("--slots", type=int, default=4, help="callers per latency preset, in one batch (default: 4)")
     c.add_argument(
         "--latency",
@@ -49,8 +50,8 @@ def run_serve(args: argparse.Namespace) -> None:
     unknown = [name for name in latencies if name not in LATENCY_PRESETS]
     if unknown or not latencies:
         raise CommandError(f"--latency takes presets among {', '.join(LATENCY_PRESETS)}, got {args.latency!r}")
-    if min(args.slots, args.hops_per_tick, args.threads or 1) < 1 or not 1 <= args.port <= 65535:
-        raise CommandError("--slots, --hops-per-tick and --threads must be at least 1, and --port within 1..65535")
+    if min(args.slots, args.hops_per_tick, args.threads or 1) < 1:
+        raise CommandError("--slots, --hops-per-tick and --threads must be at least 1")
     torch.set_num_threads(args.threads or default_threads())
     options = ServeOptions(slots=args.slots, hops_per_tick=args.hops_per_tick, latencies=latencies)
     if args.ray:
@@ -67,24 +68,22 @@ def _run_on_ray(args: argparse.Namespace, options) -> None:
         import ray
         from ray import serve
 
-        from ..serve.ray import app
+        from ..serve.ray import application
     except ImportError as err:
         raise CommandError(f"rtcodec serve --ray needs its extra: pip install 'rtcodec[ray]' ({err})") from None
     if args.replicas < 1:
         raise CommandError(f"--replicas must be at least 1, got {args.replicas}")
     load(args, "v1")  # the weights are here (or a clear error), before any replica tries
+    checkpoint_dir, device = args.checkpoint_dir, args.device
     ray.init(address=args.ray_address, include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
-    settings = {
-        "checkpoint_dir": args.checkpoint_dir,
-        "device": args.device,
-        "slots": options.slots,
-        "hops_per_tick": options.hops_per_tick,
-        "latencies": list(options.latencies),
-        "replicas": args.replicas,
-        "num_gpus": args.gpus_per_replica,
-    }
-    serve.run(app(settings), name="rtcodec", route_prefix="/")
+    deployment = application(
+        lambda: from_pretrained("v1", device, checkpoint_dir=checkpoint_dir),  # on each replica
+        options,
+        replicas=args.replicas,
+        num_gpus=args.gpus_per_replica,
+    )
+    serve.run(deployment, name="rtcodec", route_prefix="/")
     print(f"rtcodec serve on Ray: open http://{args.host}:{args.port}/ ({args.replicas} replicas); Ctrl-C stops")
     try:
         while True:
