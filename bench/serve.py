@@ -55,18 +55,12 @@ def _serve_on_ray(port: int, slots: int, hops: int) -> None:
 
 
 def _serve(port: int, slots: int, hops: int) -> None:
-    import torch
     import uvicorn
 
-    from rtcodec.hub import Pretrained
-    from rtcodec.serve import ServeOptions, create_app, default_threads
+    from rtcodec.serve import ServeOptions, create_app
     from rtcodec.serve.protocol import MAX_MESSAGE_BYTES
 
-    from .common import models
-
-    torch.set_grad_enabled(False)
-    torch.set_num_threads(default_threads())
-    app = create_app(Pretrained(*models()), ServeOptions(slots=slots, hops_per_tick=hops))
+    app = create_app(_bench_models(), ServeOptions(slots=slots, hops_per_tick=hops))
     config = uvicorn.Config(app, "127.0.0.1", port, ws_max_size=MAX_MESSAGE_BYTES, log_level="warning")
     uvicorn.Server(config).run()
 
