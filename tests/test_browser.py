@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install 'rtcodec[serve]')")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
@@ -21,10 +20,10 @@ import uvicorn  # noqa: E402
 
 from rtcodec.hub import Pretrained  # noqa: E402
 from rtcodec.serve import ServeOptions, create_app  # noqa: E402
-from rtcodec.serve.protocol import MAX_MESSAGE_BYTES, SILENCE  # noqa: E402
+from rtcodec.serve.protocol import MAX_MESSAGE_BYTES  # noqa: E402
 
 from .conftest import AUDIO, golden_model, needs_audio, needs_golden  # noqa: E402
-from .test_scheduler import reference  # noqa: E402
+from .test_serve import expected_output, wire_equal  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
@@ -102,12 +101,9 @@ def test_the_page_converts_a_fake_microphone(served, tmp_path):
     assert got["roundTrip"] > 695  # at least the algorithmic latency: the measurement is on the audio clock
     # 1) Exact: what the page played is the library's conversion of the blocks the page sent, tick by tick.
     sent = [np.asarray(block, np.float32) / 32768 for block in got["sent"]]
-    consumed = got["consumed"][:OUTPUTS]
-    fed = [torch.zeros(BLOCK) if c == SILENCE else torch.from_numpy(sent[c]) for c in consumed]
-    expected = reference(models.encoder, models.decoder, server.voice("bright"), fed, "convert").numpy()
+    expected = expected_output(models, server.voice("bright"), sent, got["consumed"][:OUTPUTS], "convert")
     played = np.concatenate([np.asarray(r, np.float32) for r in got["received"][:OUTPUTS]]) / 32768
-    assert played.shape == expected.shape and played.size > 100 * BLOCK
-    assert np.abs(played - np.clip(expected, -1, 1)).max() <= 1.5 / 32768  # int16 rounding on the wire
+    assert played.size > 100 * BLOCK and wire_equal(played, expected)
     # 2) The microphone path: the page sent the speech file, resampled by Chromium's fake device and the page.
     # Each 0.1 s window is matched on its own to the place in the file it resembles most. On a quiet machine
     # nearly all match above 0.95; with another process busy, Chromium's fake device skips and stretches its

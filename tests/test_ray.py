@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'rtcodec[ray]')")
 pytest.importorskip("websockets", reason="websockets is not installed")
@@ -23,11 +22,10 @@ from ray import serve  # noqa: E402
 
 from rtcodec.hub import Pretrained  # noqa: E402
 from rtcodec.serve import ServeOptions  # noqa: E402
-from rtcodec.serve.protocol import AUDIO, HEADER, SILENCE, VERSION  # noqa: E402
+from rtcodec.serve.protocol import HEADER, VERSION  # noqa: E402
 
 from .conftest import golden_model, needs_audio, needs_golden  # noqa: E402
-from .test_scheduler import reference  # noqa: E402
-from .test_serve import BLOCK, speech  # noqa: E402
+from .test_serve import audio_message, expected_output, speech, wire_equal  # noqa: E402
 
 pytestmark = [needs_golden, needs_audio]
 
@@ -63,8 +61,7 @@ async def call(url: str, blocks: list[np.ndarray], voice: str, started: asyncio.
         result["server"] = ready["server"]
         try:
             for i, block in enumerate(blocks):
-                pcm = (block * 32768).round().clip(-32768, 32767).astype("<i2").tobytes()
-                await ws.send(HEADER.pack(VERSION, AUDIO, i) + pcm)
+                await ws.send(audio_message(i, block))
                 while True:  # the output of this block's tick (stats skipped)
                     message = await asyncio.wait_for(ws.recv(), 30)
                     if isinstance(message, bytes):
@@ -84,10 +81,8 @@ def exact(result: dict, blocks: list[np.ndarray], voice: str, models: Pretrained
     from rtcodec.serve.app import bundled_voices
 
     speaker = speaker_embedding(models.encoder, models.decoder, audio.read(bundled_voices()[voice]))[0]
-    fed = [torch.zeros(BLOCK) if c == SILENCE else torch.from_numpy(blocks[c]) for c in result["consumed"]]
-    expected = np.clip(reference(models.encoder, models.decoder, speaker, fed, "convert").numpy(), -1, 1)
-    got = np.concatenate(result["outputs"])
-    return got.shape == expected.shape and np.abs(got - expected).max() <= 1.5 / 32768
+    expected = expected_output(models, speaker, blocks, result["consumed"], "convert")
+    return wire_equal(np.concatenate(result["outputs"]), expected)
 
 
 def test_callers_spread_over_the_replicas_and_each_output_is_exact(cluster):
