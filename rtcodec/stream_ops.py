@@ -17,6 +17,7 @@ is settled (`Clock.settled`: no window can reach an edge) the operations skip th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,22 @@ from .layers.activation import AntiAliasedSnake, snake_
 from .layers.blocks import DecoderBlock, EncoderBlock, ResidualUnit
 
 Length = Callable[[int], int]  # a signal's length (top-level input units) to an operation's input length
+Needed = list[tuple[int, int]]  # per row, the positions [lo, hi) a drain tick must compute
+
+
+@dataclass(frozen=True)
+class Drain:
+    """What a windowed op computes in a drain tick, as indices into the whole tick: outputs [skip, skip + count)
+    from the window [start, start + width) of cat(state, input); the input it gets is [skip_in, skip_in +
+    count_in) of the tick's input."""
+
+    skip: int
+    count: int
+    start: int
+    width: int
+    skip_in: int
+    count_in: int
+
 
 # Up to this many new input samples per tick, convolutions run as unfold + matmul: torch's CPU convolutions
 # cost 0.1 ms or more per call whatever the size, which dominates a one-hop tick; above it they win. On an
@@ -35,8 +52,9 @@ Length = Callable[[int], int]  # a signal's length (top-level input units) to an
 SMALL_TICK = {"cpu": 512, "cuda": 0}
 
 
-def _small(x: torch.Tensor) -> bool:
-    return x.shape[2] <= SMALL_TICK.get(x.device.type, 0)
+def _small(samples: int, device: torch.device) -> bool:
+    """Whether a tick of this many new input samples counts as small."""
+    return samples <= SMALL_TICK.get(device.type, 0)
 
 
 # Short FIR filters on short ticks run as matmuls over blocks of outputs: a block of `b` outputs reads one slice
@@ -72,6 +90,13 @@ class Clock:
     def restart(self, rows: Sequence[int]) -> None:
         for b in rows:
             self.hops[b], self.ends[b] = 0, None
+
+
+def _sized(x: torch.Tensor, need: int | None) -> torch.Tensor:
+    """A drain tick's input cut, or padded with zeros (past the signal's end: the edges get fixed), to `need`."""
+    if need is None or x.shape[2] == need:
+        return x
+    return x[..., :need] if x.shape[2] > need else F.pad(x, (0, need - x.shape[2]))
 
 
 def _crosses(first: int, length: int | None, width: int) -> bool:
@@ -126,6 +151,12 @@ class StreamOp:
         ends, a tick does the same work on the same buffers every time (what a CUDA graph can replay)."""
         return 0
 
+    def limit(self, needed: Needed | None, clock: Clock) -> Needed | None:
+        """Before a drain tick (every row has ended): per row, the output positions [lo, hi) it must compute;
+        returns the same for the op's input. The op then computes only those, and leaves its state alone (a
+        drain's state is never used again). None: whole ticks again."""
+        return needed
+
 
 class _Windowed(StreamOp):
     """An operation reading a window of its input: `context` cached samples, then the tick's new samples."""
@@ -141,6 +172,33 @@ class _Windowed(StreamOp):
     def _plan_window(self, rate: int, offset: int, length: Length, context: int) -> None:
         self.rate, self.offset, self.length, self.context = rate, offset, length, context
         self._length_cache: dict[int, int] = {}
+        self.drain: Drain | None = None
+
+    def _planned(self, rate: int, offset: int, length: Length) -> tuple[int, int, Length]:
+        """Keep the output's plan (for `limit`) and return it."""
+        self.out_rate, self.out_offset, self.out_length = rate, offset, length
+        return rate, offset, length
+
+    def limit(self, needed, clock):
+        if needed is None:
+            self.drain = None
+            return None
+        # A drain runs from the stream's exact frontier past the signal's end. Most of it is not needed: outputs
+        # past the op's own end (the next op pads there itself), and outputs that only lead to outputs handed out
+        # before. On a short lookahead these are most of a drain's samples.
+        firsts = [hops * self.out_rate + self.out_offset for hops in clock.hops]
+        skip = max(0, min(lo - first for (lo, _), first in zip(needed, firsts)))
+        stop = max(min(hi, self.out_length(end)) - first for (_, hi), end, first in zip(needed, clock.ends, firsts))
+        count = max(stop - skip, 1)
+        start, width = self._reads(skip, count)
+        skip_in = max(0, start - self.context)
+        count_in = max(0, start + width - self.context - skip_in)
+        self.drain = Drain(skip, count, start, width, skip_in, count_in)
+        return [(f + skip_in, f + skip_in + count_in) for f in (h * self.rate + self.offset for h in clock.hops)]
+
+    def _reads(self, skip: int, count: int) -> tuple[int, int]:
+        """The window [start, start + width) of cat(state, tick input) that outputs [skip, skip + count) read."""
+        raise NotImplementedError
 
     def allocate(self, batch_size, device, dtype):
         self.state = torch.zeros(batch_size, self.channels, self.context, device=device, dtype=dtype)
@@ -155,18 +213,28 @@ class _Windowed(StreamOp):
         return out
 
     def _firsts(self, clock: Clock) -> list[int]:
-        return [hops * self.rate + self.offset - self.context for hops in clock.hops]
+        """Per row, the position of the window's first sample."""
+        start = self.drain.start if self.drain else 0
+        return [hops * self.rate + self.offset - self.context + start for hops in clock.hops]
 
     def settled_hops(self):
         # The window starts at hops * rate + offset - context: not before position 0.
         return max(0, -(-(self.context - self.offset) // self.rate))
 
     def _window(self, x: torch.Tensor, clock: Clock) -> torch.Tensor:
-        window = torch.cat([self.state, x], dim=2) if self.context else x
+        """What the tick's outputs read: the cached context, then `x`; in a drain, the part of it `Drain` says."""
+        drain = self.drain
+        if drain is None:
+            window = torch.cat([self.state, x], dim=2) if self.context else x
+            if self.context:
+                self.state.copy_(window[..., -self.context :])
+        else:  # x is the tick's input from skip_in; past what came, zeros (the edges are fixed below)
+            x = _sized(x, drain.count_in)
+            window = torch.cat([self.state, x], dim=2) if drain.skip_in == 0 else x
+            first = 0 if drain.skip_in == 0 else self.context + drain.skip_in  # window index 0 in the whole tick
+            window = _sized(window[..., drain.start - first :], drain.width)
         if self.fixes_edges and not clock.settled:
             window = _fix_edges(window, self._firsts(clock), self._lengths(clock), self.replicate)
-        if self.context:
-            self.state.copy_(window[..., -self.context :])
         return window
 
 
@@ -188,17 +256,20 @@ class Conv(_Windowed):
         # The window must hold span - stride past samples, and start where an output's reach starts.
         context = self.span - self.stride + (offset + left - (self.span - self.stride)) % self.stride
         self._plan_window(rate, offset, length, context)
-        return (
+        return self._planned(
             rate // self.stride,
             (offset + left - context) // self.stride,
             lambda n: (length(n) + left + right - self.span) // self.stride + 1,
         )
 
+    def _reads(self, skip, count):
+        return skip * self.stride, (count - 1) * self.stride + self.span
+
     def step(self, x, clock):
         window = self._window(x, clock)
-        count = x.shape[2] // self.stride
+        count = self.drain.count if self.drain else x.shape[2] // self.stride
         window = window[..., : (count - 1) * self.stride + self.span]
-        if not _small(x):
+        if not _small(count * self.stride, x.device):
             return F.conv1d(window, self.weight, self.bias, self.stride, 0, self.dilation)
         cols = window.unfold(2, self.span, self.stride)[..., :: self.dilation]  # [B, in, count, kernel]
         return F.linear(cols.transpose(1, 2).flatten(2), self.matrix, self.bias).transpose(1, 2)
@@ -225,18 +296,27 @@ class TransposedConv(_Windowed):
         # Past inputs that still overlap the tick's outputs; beyond the edges there is no input at all.
         self._plan_window(rate, offset, length, (self.kernel - 1) // self.stride)
         left, right = self.crop
-        return (
+        return self._planned(
             rate * self.stride,
             offset * self.stride - left,
             lambda n: (length(n) - 1) * self.stride + self.kernel - left - right,
         )
 
+    def _reads(self, skip, count):
+        # Whole input steps: from the one holding output `skip` to the one holding the last output.
+        first, last = skip // self.stride, (skip + count - 1) // self.stride
+        return first, self.context + last - first + 1
+
     def step(self, x, clock):
         window = self._window(x, clock).transpose(1, 2)  # [B, context + n, in]
-        n = x.shape[2]
+        n = window.shape[1] - self.context
         cols = torch.cat([window[:, self.context - a : self.context - a + n] for a in range(self.context + 1)], 2)
         y = F.linear(cols, self.matrix, self.bias)  # [B, n, stride * out]
-        return y.unflatten(2, (self.stride, -1)).flatten(1, 2).transpose(1, 2)
+        y = y.unflatten(2, (self.stride, -1)).flatten(1, 2).transpose(1, 2)
+        if self.drain:  # the input steps hold whole groups of `stride` outputs: cut to the ones asked for
+            skip = self.drain.skip - self.drain.start * self.stride
+            y = y[..., skip : skip + self.drain.count]
+        return y
 
     def input_range(self, j):
         t = j + self.crop[0]
@@ -265,16 +345,20 @@ class AntiAliased(_Windowed):
 
     def plan(self, rate, offset, length):
         self._plan_window(rate, offset, length, 2 * self.REACH)
-        return rate, offset - self.REACH, length
+        return self._planned(rate, offset - self.REACH, length)
+
+    def _reads(self, skip, count):
+        return skip, count + 2 * self.REACH
 
     def step(self, x, clock):
-        if kernels.enabled(x):
+        if kernels.enabled(x) and self.drain is None:
             return self._fused(x, clock)
         window = self._window(x, clock)
-        small = _small(x)
+        n = window.shape[2] - 2 * self.REACH  # outputs
+        small = _small(n, x.device)
         # Window position i is x[first + i]; the phases cover upsampled positions 2 * first + 5 onwards.
         if small:
-            up_block, up, down_block, down = self._blocked(x.shape[2])
+            up_block, up, down_block, down = self._blocked(n)
             up = _blocked_fir(window, up, up_block + 5, up_block)
         else:
             odd = F.conv1d(window, self._depthwise(self.odd), groups=self.channels)
@@ -363,6 +447,11 @@ class Chain(StreamOp):
     def settled_hops(self):
         return max(op.settled_hops() for op in self.ops)
 
+    def limit(self, needed, clock):
+        for op in reversed(self.ops):
+            needed = op.limit(needed, clock)
+        return needed
+
 
 class Residual(StreamOp):
     """`x + inner(x)`: x is delayed by inner's delay in a fixed-length line."""
@@ -373,20 +462,46 @@ class Residual(StreamOp):
     def plan(self, rate, offset, length):
         inner_rate, inner_offset, _ = self.inner.plan(rate, offset, length)
         assert inner_rate == rate, "a residual branch keeps the rate"
-        self.delay = offset - inner_offset
+        self.rate, self.offset, self.delay = rate, offset, offset - inner_offset
+        self.drain: tuple[int, int, int, int] | None = None  # a drain's output skip, input skip and count, inner skip
         return rate, inner_offset, length
 
     def allocate(self, batch_size, device, dtype):
         self.line = torch.zeros(batch_size, self.channels, self.delay, device=device, dtype=dtype)
         return [self.line, *self.inner.allocate(batch_size, device, dtype)]
 
+    def limit(self, needed, clock):
+        inner = self.inner.limit(needed, clock)
+        if needed is None:
+            self.drain = None
+            return None
+        # Output position p adds input position p (the tick's output starts `delay` samples earlier than its
+        # input): the input is needed where the inner ops need it and where the output is.
+        firsts = [hops * self.rate + self.offset for hops in clock.hops]
+        skip = max(0, min(lo - first + self.delay for (lo, _), first in zip(needed, firsts)))
+        inner_skip = inner[0][0] - firsts[0]  # the inner ops' input starts at the same index in every row
+        skip_in = max(0, min(inner_skip, *(lo - first for (lo, _), first in zip(needed, firsts))))
+        stop = max(max(a, b) - first for (_, a), (_, b), first in zip(inner, needed, firsts))
+        self.drain = (skip, skip_in, max(0, stop - skip_in), inner_skip)
+        return [(first + skip_in, first + stop) for first in firsts]
+
     def step(self, x, clock):
+        if self.drain is not None:
+            return self._drained(x, clock)
         y = self.inner.step(x, clock)
         if not self.delay:
             return x + y
         line = torch.cat([self.line, x], dim=2)
         self.line.copy_(line[..., x.shape[2] :])
         return y.add_(line[..., : x.shape[2]])
+
+    def _drained(self, x, clock):
+        skip, skip_in, count_in, inner_skip = self.drain
+        x = _sized(x, count_in)  # the tick's input from skip_in
+        y = self.inner.step(x[..., inner_skip - skip_in :], clock)
+        line = torch.cat([self.line, x], dim=2) if skip_in == 0 else x  # the tick's delay line from `first`
+        first = 0 if skip_in == 0 else self.delay + skip_in
+        return y + _sized(line[..., skip - first :], y.shape[2])
 
     def input_range(self, j):
         first, last = self.inner.input_range(j)

@@ -203,29 +203,32 @@ class _Stream:
 
     def _drain(self, stops: list[int]) -> torch.Tensor:
         """Feed the pending samples and then silence (beyond every row's end) until each row reaches `stops`."""
-        needed = max(-(-(stop - start) // self.out_per_hop) for stop, start in zip(stops, self._starts()))
+        starts = self._starts()
+        needed = max(-(-(stop - start) // self.out_per_hop) for stop, start in zip(stops, starts))
         if needed <= 0:
             return self._nothing()
         x = self.pending.new_zeros(self.batch_size, self.in_channels, needed * self.in_per_hop)
         x[..., : self.pending.shape[2]] = self.pending
         self.pending = self.pending[..., :0]
-        starts = self._starts()
         self.clock.settled = False  # the silence after the ends reaches them
-        y = self.op.step(x, self.clock)
+        # Every op computes only what reaches the outputs not handed out yet, and leaves its state alone.
+        inputs = self.op.limit(list(zip(self.emitted, stops)), self.clock)
+        try:
+            y = self.op.step(x[..., inputs[0][0] - self.clock.hops[0] * self.in_per_hop :], self.clock)
+        finally:
+            self.op.limit(None, self.clock)
         self.clock.hops = [h + needed for h in self.clock.hops]
-        return self._emit(y, starts, stops)
+        skip = max(0, min(emitted - start for emitted, start in zip(self.emitted, starts)))
+        return self._emit(y, [start + skip for start in starts], stops)
 
     def _speculate(self) -> torch.Tensor:
-        """Outputs up to the lookahead, computed on a copy of the state as if every open signal ended now."""
+        """Outputs up to the lookahead, computed as if every open signal ended now (a drain: the states stay)."""
         stops = self._stops(final=False)
         if all(stop <= emitted for stop, emitted in zip(stops, self.emitted)):
             return self._nothing()
-        saved = [state.clone() for state in self.states]
         hops, ends, pending = list(self.clock.hops), list(self.clock.ends), self.pending
         self.clock.ends = [self._received(b) if end is None else end for b, end in enumerate(ends)]
-        out = self._drain(stops)
-        for state, copy in zip(self.states, saved):
-            state.copy_(copy)
+        out = self._drain(stops)  # a drain leaves the states alone
         self.clock.hops, self.clock.ends, self.pending = hops, ends, pending
         return out
 

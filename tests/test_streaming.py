@@ -264,7 +264,7 @@ def test_short_tick_activation_blocks(tick):
         for i in range(0, x.shape[2], tick):
             outs.append(op.step(x[..., i : i + tick], clock))
             clock.hops = [h + 1 for h in clock.hops]
-    assert stream_ops._small(x[..., :tick])
+    assert stream_ops._small(tick, x.device)
     got = torch.cat(outs, dim=2)[..., op.REACH :]  # outputs lag the inputs by the filters' reach
     assert rel_err(got, offline[..., : got.shape[2]]) < TOL
 
@@ -376,6 +376,49 @@ def test_decoder_lookahead(vectors):
         assert rel_err(got, cut) < TOL
         rest = torch.cat([stream.push(emb[..., 10:]), stream.flush()], dim=2)
         assert got.shape[2] + rest.shape[2] == 30 * 200
+
+
+@needs_golden
+@pytest.mark.parametrize("which", ["encoder", "decoder"])
+def test_lookahead_rows_out_of_step(vectors, which):
+    """A drain computes only what reaches the outputs not handed out yet, for rows at different positions: every
+    speculative output still equals the offline output of that row's signal cut where the row was then."""
+    gen = torch.Generator().manual_seed(5)
+    if which == "encoder":
+        model, lookahead, unit = golden_model("encoder"), 1600, 200
+        x = torch.cat([vectors["wav_a"][..., :5000], vectors["wav_b"][..., :5000]])
+
+        def offline(signal):
+            return model(signal)
+
+        stream = model.stream(batch_size=2, lookahead=lookahead)
+    else:
+        model, lookahead, unit = golden_model("decoder"), 1000, 1
+        spk = vectors["v1.spk_embs_a"].expand(2, -1)
+        x = torch.cat([vectors["v1.vq_post_emb_a"][..., :25], vectors["v1.vq_post_emb_b"][..., :25]])
+
+        def offline(signal):
+            return model.inference(signal, spk[:1])
+
+        stream = model.stream(spk, batch_size=2, lookahead=lookahead)
+    starts, received, handed_out = [0, 0], 0, [0, 0]
+    with torch.no_grad():
+        for size in [unit * int(n) for n in torch.randint(1, 3, (12,), generator=gen)]:
+            chunk = torch.zeros(2, x.shape[1], size)
+            for b in range(2):
+                chunk[b] = x[b, :, received - starts[b] : received - starts[b] + size]
+            out = stream.push(chunk)
+            received += size
+            for b in range(2):
+                new, n = out[b][:, stream.valid[b]], received - starts[b]
+                handed_out[b] += new.shape[1]
+                assert handed_out[b] == max(0, (n - lookahead) // 200 if unit == 200 else n * 200 + 199 - lookahead)
+                if new.shape[1]:  # this push's outputs are those of the signal cut here
+                    cut = offline(x[b : b + 1, :, :n])[0]
+                    assert rel_err(new, cut[:, handed_out[b] - new.shape[1] : handed_out[b]]) < TOL
+            if received == 4 * unit:  # row 1 starts a new signal: the rows are out of step from here
+                stream.reset([1])
+                starts[1], handed_out[1] = received, 0
 
 
 def test_one_options_object_for_every_stream():
