@@ -46,11 +46,12 @@ def round_trip(encoder, decoder, wav: torch.Tensor, fast: bool) -> torch.Tensor:
         return decode_offline(decoder, emb, spk) if fast else decoder.inference(emb, spk)
 
 
-def voice_conversion(encoder, decoder, wav: torch.Tensor, hops_per_push: int, compile: bool = False, lookahead=None):
+def voice_conversion(encoder, decoder, wav: torch.Tensor, hops_per_push: int, backend=None, lookahead=None):
     """The streaming voice conversion of `wav` (its first 3 s the reference), warmed up for pushes of
-    `hops_per_push` hops (with `compile`, that is where the hop step compiles); `lookahead` (encoder, decoder)."""
+    `hops_per_push` hops (that is where a backend compiles or exports the hop step); `lookahead` (encoder,
+    decoder)."""
     lookahead = lookahead or (None, None)
-    pipeline = VoiceConversion(encoder, decoder, wav[..., : 3 * SAMPLE_RATE], lookahead=lookahead, compile=compile)
+    pipeline = VoiceConversion(encoder, decoder, wav[..., : 3 * SAMPLE_RATE], lookahead=lookahead, backend=backend)
     pipeline.warm_up(hops_per_push * encoder.hop_length)
     return pipeline
 

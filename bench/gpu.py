@@ -135,7 +135,9 @@ def hop_times(encoder, decoder, batch: int, hops: int, device: torch.device, gra
     from rtcodec.pipelines import VoiceConversion
 
     reference = 0.1 * torch.randn(1, 1, 16000, device=device)
-    pipeline = VoiceConversion(encoder, decoder, reference, batch_size=batch, cuda_graph=graphs)
+    pipeline = VoiceConversion(
+        encoder, decoder, reference, batch_size=batch, backend="cuda-graph" if graphs else "eager"
+    )
     hop = 0.1 * torch.randn(batch, 1, 200, device=device)
     times = []
     for _ in range(warm + hops):
@@ -154,12 +156,12 @@ def breakdown(encoder, decoder, hops: int, device: torch.device, warm: int) -> d
     (the rest is the quantizer, the timbre norm and Python)."""
     from rtcodec.pipelines import VoiceConversion
 
-    pipeline = VoiceConversion(encoder, decoder, 0.1 * torch.randn(1, 1, 16000, device=device), cuda_graph=True)
+    pipeline = VoiceConversion(encoder, decoder, 0.1 * torch.randn(1, 1, 16000, device=device), backend="cuda-graph")
     hop = 0.1 * torch.randn(1, 1, 200, device=device)
     push = statistics.median(timed(lambda: pipeline.push(hop), device, warm + hops)[warm:])
     result = {"push_ms": 1000 * push}
     for name, stream in (("encoder", pipeline.sender.encoder_stream), ("decoder", pipeline.receiver.decoder_stream)):
-        replay = stream.graphs[1].graph.replay
+        replay = stream.settled_ticks.graphs[stream.in_per_hop].graph.replay  # one hop
         result[f"{name}_graph_gpu_ms"] = 1000 * statistics.median(timed(replay, device, hops))
     return result
 

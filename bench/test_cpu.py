@@ -45,12 +45,12 @@ def test_round_trip_10s(benchmark, setup, path):
     benchmark.pedantic(round_trip, args=(encoder, decoder, wav, path == "fast"), rounds=3, warmup_rounds=1)
 
 
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("backend", ["eager", "compile", "onnxruntime"])
 @pytest.mark.parametrize("hops", [1, 2, 4, 8])
-def test_streaming_voice_conversion(benchmark, setup, hops, compile):
-    """One round streams 2 s (after a warm-up, which compiles); `extra_info` has the per-push p50/p99 (ms) and the
-    real-time factor."""
+def test_streaming_voice_conversion(benchmark, setup, hops, backend):
+    """One round streams 2 s (after a warm-up, which compiles or exports); `extra_info` has the per-push p50/p99
+    (ms) and the real-time factor."""
     encoder, decoder, wav, _, _ = setup
-    pipeline = voice_conversion(encoder, decoder, wav, hops, compile)
+    pipeline = voice_conversion(encoder, decoder, wav, hops, backend)
     times = benchmark.pedantic(stream_push_times, args=(pipeline, wav[..., :32000], hops), rounds=1)
     benchmark.extra_info.update(**latency(times), rtf=realtime_factor(times, hops))

@@ -120,7 +120,7 @@ class VoiceConversion(_Pipeline):
     The source's prosody and content codes are decoded without its residual codes (which carry its timbre
     details) and with the speaker embedding of `reference` (`[1, 1, L]` or `[B, 1, L]`), as in the published
     recipe. `options` (or its settings as keywords) as in the streams; `lookahead` may be a pair (encoder,
-    decoder), e.g. `LATENCY_PRESETS["balanced"]`. With `compile=True`, `warm_up` before a live signal.
+    decoder), e.g. `LATENCY_PRESETS["balanced"]`. With a compiling backend, `warm_up` before a live signal.
     """
 
     def __init__(
@@ -145,7 +145,7 @@ class VoiceConversion(_Pipeline):
 
     def warm_up(self, samples_per_push: int) -> None:
         """Push silence in pushes of `samples_per_push` until both streams have run settled ticks of that size,
-        then `reset()`: compiling (`compile=True`) or capturing (CUDA graphs) happens here, not in the first
+        then `reset()`: compiling, exporting or capturing (`StreamOptions.backend`) happens here, not in the first
         seconds of a live signal."""
         encoder, decoder = self.stages
         hops = encoder.lookahead_samples // encoder.hop_length + max(encoder.settled_hops, decoder.settled_hops) + 2

@@ -53,8 +53,9 @@ SMALL_TICK = {"cpu": 512, "cuda": 0}
 
 
 def _small(samples: int, device: torch.device) -> bool:
-    """Whether a tick of this many new input samples counts as small."""
-    return samples <= SMALL_TICK.get(device.type, 0)
+    """Whether a tick of this many new input samples counts as small (never in an exported graph: there, one
+    convolution node is one fast kernel call, while unfold and blocked matmuls become thousands of nodes)."""
+    return samples <= SMALL_TICK.get(device.type, 0) and not torch.compiler.is_exporting()
 
 
 # Short FIR filters on short ticks run as matmuls over blocks of outputs: a block of `b` outputs reads one slice
@@ -79,7 +80,9 @@ def _banded(taps: torch.Tensor, block: int, step: int) -> torch.Tensor:
 
 
 class Clock:
-    """Per row: hops processed since its signal started, and its length (top-level units) once it has ended."""
+    """Per row: hops processed since its signal started, and its length (top-level units) once it has ended.
+
+    An exported tick takes these as int64 tensors `[B]` instead, an open row's end being `OPEN_END`."""
 
     def __init__(self, batch_size: int) -> None:
         self.hops = [0] * batch_size
@@ -99,6 +102,9 @@ def _sized(x: torch.Tensor, need: int | None) -> torch.Tensor:
     return x[..., :need] if x.shape[2] > need else F.pad(x, (0, need - x.shape[2]))
 
 
+OPEN_END = 1 << 40  # an exported tick's end of a row that has not ended
+
+
 def _crosses(first: int, length: int | None, width: int) -> bool:
     """Whether a window of `width` positions from `first` reaches before a signal's start or past its end."""
     return first < 0 or (length is not None and first + width > length)
@@ -107,6 +113,8 @@ def _crosses(first: int, length: int | None, width: int) -> bool:
 def _fix_edges(window: torch.Tensor, firsts: list[int], lengths: list[int | None], replicate: bool) -> torch.Tensor:
     """Row b of `window` holds the positions `firsts[b] + i` of its signal: outside [0, length) put zeros, or
     the first / last sample (replicate padding). Only rows that cross an edge are touched."""
+    if isinstance(firsts, torch.Tensor):
+        return _fix_edges_exported(window, firsts, lengths, replicate)
     width = window.shape[2]
     out = window
     for b, (first, length) in enumerate(zip(firsts, lengths)):
@@ -128,6 +136,20 @@ def _fix_edges(window: torch.Tensor, firsts: list[int], lengths: list[int | None
     return out
 
 
+def _fix_edges_exported(window: torch.Tensor, firsts: torch.Tensor, lengths: torch.Tensor, replicate: bool):
+    """`_fix_edges` with the positions as tensors, in tensor operations only (an exported graph has no branches):
+    a mask for zeros, a gather of the clamped positions for replicate padding. Where an edge lies outside the
+    window the values differ from `_fix_edges`, but only at positions whose outputs lie outside the signal."""
+    index = torch.arange(window.shape[2], device=window.device)
+    positions = firsts[:, None] + index  # [B, W]
+    if not replicate:
+        inside = (positions >= 0) & (positions < lengths[:, None])
+        return window * inside[:, None, :].to(window.dtype)
+    source = torch.minimum(positions.clamp(min=0), lengths[:, None] - 1) - firsts[:, None]
+    source = source.clamp(0, window.shape[2] - 1)
+    return torch.gather(window, 2, source[:, None, :].expand(-1, window.shape[1], -1))
+
+
 class StreamOp:
     """One operation: `plan` fixes its rates and delay, `allocate` its state, `step` runs one tick."""
 
@@ -137,6 +159,10 @@ class StreamOp:
         return rate, offset, length
 
     def allocate(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+        return []
+
+    def slots(self) -> list[tuple[StreamOp, str]]:
+        """Where the states live, in `allocate`'s order: (op, attribute) pairs (an export binds its own tensors)."""
         return []
 
     def step(self, x: torch.Tensor, clock: Clock) -> torch.Tensor:
@@ -204,7 +230,12 @@ class _Windowed(StreamOp):
         self.state = torch.zeros(batch_size, self.channels, self.context, device=device, dtype=dtype)
         return [self.state]
 
-    def _lengths(self, clock: Clock) -> list[int | None]:
+    def slots(self):
+        return [(self, "state")]
+
+    def _lengths(self, clock: Clock) -> list[int | None] | torch.Tensor:
+        if isinstance(clock.ends, torch.Tensor):
+            return self.length(clock.ends)
         out = []
         for end in clock.ends:
             if end is not None and end not in self._length_cache:
@@ -212,10 +243,12 @@ class _Windowed(StreamOp):
             out.append(None if end is None else self._length_cache[end])
         return out
 
-    def _firsts(self, clock: Clock) -> list[int]:
+    def _firsts(self, clock: Clock) -> list[int] | torch.Tensor:
         """Per row, the position of the window's first sample."""
-        start = self.drain.start if self.drain else 0
-        return [hops * self.rate + self.offset - self.context + start for hops in clock.hops]
+        offset = self.offset - self.context + (self.drain.start if self.drain else 0)
+        if isinstance(clock.hops, torch.Tensor):
+            return clock.hops * self.rate + offset
+        return [hops * self.rate + offset for hops in clock.hops]
 
     def settled_hops(self):
         # The window starts at hops * rate + offset - context: not before position 0.
@@ -366,8 +399,12 @@ class AntiAliased(_Windowed):
             up = torch.stack([odd, even], dim=-1).flatten(2)
         up = snake_(up, self.alpha, self.inv_beta)
         if not clock.settled:
-            firsts = [2 * first + 5 for first in self._firsts(clock)]
-            lengths = [None if n is None else 2 * n for n in self._lengths(clock)]
+            firsts, lengths = self._firsts(clock), self._lengths(clock)
+            if isinstance(firsts, torch.Tensor):
+                firsts, lengths = 2 * firsts + 5, 2 * lengths
+            else:
+                firsts = [2 * first + 5 for first in firsts]
+                lengths = [None if n is None else 2 * n for n in lengths]
             up = _fix_edges(up, firsts, lengths, replicate=True)
         if small:
             return _blocked_fir(up, down, 2 * down_block + 10, 2 * down_block)
@@ -433,6 +470,9 @@ class Chain(StreamOp):
     def allocate(self, batch_size, device, dtype):
         return [state for op in self.ops for state in op.allocate(batch_size, device, dtype)]
 
+    def slots(self):
+        return [slot for op in self.ops for slot in op.slots()]
+
     def step(self, x, clock):
         for op in self.ops:
             x = op.step(x, clock)
@@ -469,6 +509,9 @@ class Residual(StreamOp):
     def allocate(self, batch_size, device, dtype):
         self.line = torch.zeros(batch_size, self.channels, self.delay, device=device, dtype=dtype)
         return [self.line, *self.inner.allocate(batch_size, device, dtype)]
+
+    def slots(self):
+        return [(self, "line"), *self.inner.slots()]
 
     def limit(self, needed, clock):
         inner = self.inner.limit(needed, clock)

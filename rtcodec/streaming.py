@@ -12,24 +12,22 @@ Rows of a batch are independent signals: `reset(rows)` starts new signals in som
 them, while the other rows go on. Rows that started at different times hand out different positions in
 one push; `valid` then says which entries of the returned tensor are real.
 
-On CUDA, ticks in which every row is settled (`settled_hops` after its start) and open replay from CUDA
-graphs (`HopGraph`, one per tick size): such a tick always does the same work on the same buffers. On the CPU,
-`compile=True` runs the settled ticks through `torch.compile` (`CompiledTick`) instead: fused loops in place
-of hundreds of small operations. The other ticks run op by op, with the same result.
+Ticks in which every row is settled (`settled_hops` after its start) and open always do the same work on the
+same buffers: `StreamOptions.backend` says how they run (`backends`: op by op, CUDA graphs, torch.compile or
+onnxruntime). The other ticks run op by op, with the same result.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
 
-from . import validation
+from . import backends, validation
 from .layers.norm import timbre_norm
-from .stream_ops import Clock, StreamOp, build
+from .stream_ops import Clock, build
 
 # One second per tick keeps the intermediate tensors small enough for the CPU caches; no tick is longer.
 MAX_TICK_HOPS = 80
@@ -48,16 +46,14 @@ class StreamOptions:
 
     - `batch_size`: rows, each an independent signal;
     - `lookahead`: samples of lookahead (None: exact), or a pair (encoder, decoder) for a pipeline's two streams;
-    - `cuda_graph`: settled ticks replay from CUDA graphs (None: on for CUDA models);
-    - `compile`: settled ticks through `torch.compile` (CPU).
+    - `backend`: how settled ticks run, one of `backends.BACKENDS` (None: CUDA graphs on CUDA, else op by op).
 
     Everything that makes streams takes `options=StreamOptions(...)`, or the same settings as keywords.
     """
 
     batch_size: int = 1
     lookahead: Lookahead | tuple[Lookahead, Lookahead] = None
-    cuda_graph: bool | None = None
-    compile: bool = False
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.batch_size) or self.batch_size < 1:
@@ -68,8 +64,8 @@ class StreamOptions:
                 "lookahead must be a number of samples >= 0 (or None: exact), or a pair of them (encoder, decoder), "
                 f"got {self.lookahead!r}"
             )
-        if self.cuda_graph not in (None, True, False) or self.compile not in (True, False):
-            raise ValueError(f"cuda_graph is None, True or False and compile True or False, got {self!r}")
+        if self.backend is not None and self.backend not in backends.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(backends.BACKENDS)} or None, got {self.backend!r}")
 
     @classmethod
     def of(cls, options: StreamOptions | None, settings: dict) -> StreamOptions:
@@ -96,23 +92,16 @@ class _Stream:
     in_per_hop: int  # input samples (or frames) per hop
 
     def __init__(self, stack: nn.Module, in_channels: int, options: StreamOptions, lookahead: Lookahead) -> None:
-        batch_size, cuda_graph, compile = options.batch_size, options.cuda_graph, options.compile
+        batch_size = options.batch_size
         self.op = build(stack)
         self.parameter = next(stack.parameters())
-        on_cuda = self.parameter.is_cuda
-        if cuda_graph and not on_cuda:
-            raise ValueError(f"cuda_graph=True needs the model on a CUDA device, not {self.parameter.device}")
-        if compile and on_cuda:
-            raise ValueError("compile=True is for streams on the CPU; on CUDA the settled ticks replay CUDA graphs")
-        use_graphs = on_cuda if cuda_graph is None else cuda_graph
-        #: the captured ticks, by hops per tick (None: ticks always run op by op)
-        self.graphs: dict[int, HopGraph] | None = {} if use_graphs else None
+        self.backend = backends.resolve(options.backend, self.parameter.device)
         self.batch_size, self.in_channels = batch_size, in_channels
         self.out_per_hop, self.out_offset, self.out_length = self.op.plan(self.in_per_hop, 0, lambda n: n)
         self.settled_hops = self.op.settled_hops()
         self.states = self.op.allocate(batch_size, self.parameter.device, self.parameter.dtype)
         self.clock = Clock(batch_size)
-        self.compiled = CompiledTick(self.op, self.clock) if compile else None
+        self.settled_ticks = backends.settled_ticks(self.backend, self.op, self.clock, self.states)
         #: the exact mode's lookahead, in samples of audio
         self.exact_lookahead_samples = self._exact_wait()
         self.speculative = lookahead is not None and lookahead < self.exact_lookahead_samples
@@ -188,18 +177,13 @@ class _Stream:
         return self._emit(y, starts, self._stops(final=True))
 
     def _step(self, x: torch.Tensor) -> torch.Tensor:
-        """One tick, replayed from a CUDA graph or compiled where every row is settled and open (then a tick of
-        this size always does the same work on the same buffers), else run op by op."""
+        """One tick: through the backend where every row is settled and open (then a tick of this size always
+        does the same work on the same buffers), else op by op."""
         settled = min(self.clock.hops) >= self.settled_hops and all(end is None for end in self.clock.ends)
         self.clock.settled = settled
-        if settled and self.compiled is not None:
-            return self.compiled(x)
-        if self.graphs is None or not settled:
-            return self.op.step(x, self.clock)
-        hops = x.shape[2] // self.in_per_hop
-        if hops not in self.graphs:
-            self.graphs[hops] = HopGraph(self.op, self.clock)
-        return self.graphs[hops](x)
+        if settled and self.settled_ticks is not None:
+            return self.settled_ticks(x)
+        return self.op.step(x, self.clock)
 
     def _drain(self, stops: list[int]) -> torch.Tensor:
         """Feed the pending samples and then silence (beyond every row's end) until each row reaches `stops`."""
@@ -292,70 +276,6 @@ class _Stream:
             raise ValueError(f"push takes {what} shaped [{expected[0]}, {expected[1]}, n], got {shape}")
         # Pushes may come from wherever the audio is (a microphone gives CPU tensors): onto the model's device.
         return validation.floating(x, f"pushed {what}", self.parameter.dtype).to(self.parameter.device)
-
-
-class HopGraph:
-    """Ticks of one size replayed from a CUDA graph: the input is copied into a static buffer, the states are
-    updated in place as in an eager tick, and the output is copied out of the graph's buffer."""
-
-    def __init__(self, op: StreamOp, clock: Clock) -> None:
-        self.op, self.clock = op, clock
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.x = self.y = None  # the graph's input and output buffers
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.cuda.device(x.device):  # streams and graphs belong to the current device: make it the model's
-            if self.graph is None:
-                return self._capture(x)
-            self.x.copy_(x)
-            self.graph.replay()
-            return self.y.clone()
-
-    def _capture(self, x: torch.Tensor) -> torch.Tensor:
-        # The first tick runs for real on a side stream, which also does the lazy set-up (Triton compiles, cuBLAS
-        # workspaces) that must not happen during a capture; capturing then records the kernels without running
-        # them, so the states are not touched twice.
-        side = torch.cuda.Stream(x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):
-            y = self.op.step(x, self.clock)
-        torch.cuda.current_stream(x.device).wait_stream(side)
-        self.x = x.clone()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.y = self.op.step(self.x, self.clock)
-        return y
-
-
-class CompiledTick:
-    """Settled ticks through `torch.compile`, one compiled graph per tick size. A size compiles the second time
-    it comes (the first runs op by op), so a size that comes once, such as a push of odd size, does not pay
-    for compiling: up to a minute per size on a small CPU, much less once the compiler's cache holds it. Where
-    the compiler fails (no C++ compiler, an unsupported platform) the ticks run op by op, with a warning."""
-
-    def __init__(self, op: StreamOp, clock: Clock) -> None:
-        self.op, self.clock = op, clock
-        self.seen: set[int] = set()  # tick sizes run once
-        self.step: Callable | None = None
-        try:
-            # The C++ wrapper calls the compiled kernels without Python in between: 5 % off a one-hop push.
-            self.step = torch.compile(op.step, dynamic=False, options={"cpp_wrapper": True})
-        except RuntimeError as err:  # e.g. a Python this torch cannot compile for
-            self._give_up(err)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[2] not in self.seen:
-            self.seen.add(x.shape[2])
-        elif self.step is not None:
-            try:
-                return self.step(x, self.clock)
-            except torch._dynamo.exc.TorchDynamoException as err:  # compiling fails before the tick runs
-                self._give_up(err)
-        return self.op.step(x, self.clock)
-
-    def _give_up(self, err: Exception) -> None:
-        warnings.warn(f"torch.compile failed, the stream runs op by op: {err}", RuntimeWarning, stacklevel=3)
-        self.step = None
 
 
 class EncoderStream(_Stream):

@@ -304,10 +304,10 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     source = sf.read(clips["slt"], dtype="float32")[0]
     fake = FakeSoundDevice(source)
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
-    compiled = []  # with --compile, each stream's step goes to torch.compile (here a pass-through: no compiling)
+    compiled = []  # with --backend compile, each stream goes to torch.compile (here a pass-through: no compiling)
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(fn) or fn)
     _interrupt_the_status_loop(monkeypatch)
-    flags = ["--compile"] if compile else []
+    flags = ["--backend", "compile"] if compile else []
     code, err = run(
         capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 2, *flags
     )

@@ -43,8 +43,9 @@ def test_encoder_graphs_equal_offline(vectors, mode):
         for sizes in ([200] * 80, [200] * 40 + random_chunks(8000, gen, 900)):
             stream = encoder.stream()
             got = run_stream(stream, wav, sizes)
-            assert stream.graphs and all(graph.graph is not None for graph in stream.graphs.values())
-            eager = run_stream(encoder.stream(cuda_graph=False), wav, sizes)
+            graphs = stream.settled_ticks.graphs
+            assert graphs and all(graph.graph is not None for graph in graphs.values())
+            eager = run_stream(encoder.stream(backend="eager"), wav, sizes)
             assert rel_err(got, eager) < 1e-6
             assert got.shape == offline.shape and rel_err(got, offline) < TOL
     finally:
@@ -58,7 +59,7 @@ def test_decoder_graphs_equal_offline(vectors):
         offline = decoder.inference(emb, spk)
     stream = decoder.stream(spk)
     got = run_stream(stream, emb, [1] * emb.shape[2])
-    assert 1 in stream.graphs
+    assert 1 in stream.settled_ticks.graphs  # one-frame ticks
     assert rel_err(got, offline) < TOL
 
 
@@ -70,7 +71,7 @@ def test_rows_restart_under_graphs(vectors):
     pushes = [audio[..., i * hop : (i + 1) * hop] for i in range(90)]
     stream = encoder.stream(batch_size=2)
     got = collect_rows(stream, pushes, {40: ("reset", [1])})
-    assert 1 in stream.graphs
+    assert 1 in stream.settled_ticks.graphs  # one-frame ticks
     with torch.no_grad():
         row0 = signals(got[0])[0]
         assert rel_err(row0, encoder(audio[0:1])[0, :, : row0.shape[1]]) < TOL
@@ -83,7 +84,9 @@ def test_voice_conversion_with_and_without_graphs(vectors):
     source, reference = vectors["wav_a"][..., :12000].cuda(), vectors["wav_b"].cuda()
     outs = []
     for graphs in (True, False):
-        pipeline = VoiceConversion(encoder, decoder, reference, lookahead=(1600, 2000), cuda_graph=graphs)
+        pipeline = VoiceConversion(
+            encoder, decoder, reference, lookahead=(1600, 2000), backend="cuda-graph" if graphs else "eager"
+        )
         pushes = [pipeline.push(source[..., i : i + 200]) for i in range(0, source.shape[2], 200)]
         outs.append(torch.cat([*pushes, pipeline.flush()], dim=2))
     assert outs[0].shape == outs[1].shape and rel_err(outs[0], outs[1]) < 1e-6
@@ -95,12 +98,13 @@ def test_pipeline_takes_cpu_inputs_and_warms_up_graphs(vectors):
     source, reference = vectors["wav_a"][..., :12000], vectors["wav_b"]  # on the CPU
     pipeline = VoiceConversion(encoder, decoder, reference)
     pipeline.warm_up(400)
-    assert all(stage.graphs and all(g.graph is not None for g in stage.graphs.values()) for stage in pipeline.stages)
+    graphs = [stage.settled_ticks.graphs for stage in pipeline.stages]
+    assert all(g and all(graph.graph is not None for graph in g.values()) for g in graphs)
     got = run_stream(pipeline, source, [400] * 30)
-    eager = run_stream(VoiceConversion(encoder, decoder, reference.cuda(), cuda_graph=False), source.cuda(), [400] * 30)
+    eager = run_stream(VoiceConversion(encoder, decoder, reference.cuda(), backend="eager"), source.cuda(), [400] * 30)
     assert got.is_cuda and got.shape == eager.shape and rel_err(got, eager) < 1e-6
 
 
 def test_compile_is_for_the_cpu():
-    with pytest.raises(ValueError, match="compile=True is for streams on the CPU"):
-        golden_model("encoder").cuda().stream(compile=True)
+    with pytest.raises(ValueError, match="backend 'compile' is for streams on the CPU"):
+        golden_model("encoder").cuda().stream(backend="compile")

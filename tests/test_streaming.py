@@ -273,7 +273,7 @@ def _one_block_encoder(compile: bool):
     """An encoder of one block (small, so quick to compile) and its stream."""
     torch.manual_seed(0)
     encoder = FACodecEncoder(ngf=4, up_ratios=(2,), out_channels=8).eval()
-    return encoder, encoder.stream(compile=compile)
+    return encoder, encoder.stream(backend="compile" if compile else None)
 
 
 def _stream_hops(stream, wav: torch.Tensor) -> torch.Tensor:
@@ -283,8 +283,8 @@ def _stream_hops(stream, wav: torch.Tensor) -> torch.Tensor:
 
 def test_compiled_ticks_equal_offline():
     encoder, stream = _one_block_encoder(compile=True)
-    compiled, ticks = stream.compiled.step, []
-    stream.compiled.step = lambda *args: ticks.append(args[0].shape[2]) or compiled(*args)
+    compiled, ticks = stream.settled_ticks.step, []
+    stream.settled_ticks.step = lambda *args: ticks.append(args[0].shape[2]) or compiled(*args)
     wav = 0.1 * torch.randn(1, 1, 1437, generator=torch.Generator().manual_seed(3))
     got = _stream_hops(stream, wav)
     with torch.no_grad():
@@ -313,15 +313,19 @@ def test_compile_failure_falls_back_to_op_by_op(monkeypatch, when):
     with pytest.warns(RuntimeWarning, match="(?s)torch.compile failed, the stream runs op by op: .*no C.. compiler"):
         encoder, stream = _one_block_encoder(compile=True)
         got = _stream_hops(stream, wav)
-    assert stream.compiled.step is None
+    assert stream.settled_ticks.step is None
     with torch.no_grad():
         assert rel_err(got, encoder(wav)) < TOL
 
 
-def test_cuda_graph_needs_cuda():
-    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device, not cpu"):
-        FACodecEncoder(ngf=4, out_channels=256).stream(cuda_graph=True)
-    assert FACodecEncoder(ngf=4, out_channels=256).stream().graphs is None
+def test_backends_are_checked():
+    encoder = FACodecEncoder(ngf=4, out_channels=256)
+    with pytest.raises(ValueError, match="backend 'cuda-graph' needs the model on a CUDA device, not cpu"):
+        encoder.stream(backend="cuda-graph")
+    with pytest.raises(ValueError, match="backend must be one of eager, compile, cuda-graph, onnxruntime"):
+        encoder.stream(backend="tensorrt")
+    stream = encoder.stream()
+    assert stream.backend == "eager" and stream.settled_ticks is None
 
 
 def test_per_row_reset_needs_a_hop_boundary():
@@ -434,7 +438,7 @@ def test_one_options_object_for_every_stream():
     assert CodecReceiver(decoder, torch.zeros(1, 256), lookahead=1000).latency_samples == 1000
     with pytest.raises(TypeError, match=r"unknown stream settings \['batch'\]"):
         encoder.stream(batch=2)
-    for bad in ({"lookahead": -1}, {"lookahead": (1, 2, 3)}, {"lookahead": 1.5}, {"cuda_graph": "yes"}):
+    for bad in ({"lookahead": -1}, {"lookahead": (1, 2, 3)}, {"lookahead": 1.5}, {"backend": "yes"}):
         with pytest.raises(ValueError):
             StreamOptions(**bad)
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import audio
+from ..backends import BACKENDS
 from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import LATENCY_PRESETS, VoiceConversion
 from ..streaming import StreamOptions
@@ -53,10 +54,11 @@ def register(commands) -> None:
     )
     c.add_argument("--hops-per-block", type=int, default=4, help="12.5 ms hops per audio block (default: 4)")
     c.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the steady hop step with torch.compile (CPU, needs a C++ compiler; about a minute the first "
-        "time): about 20%% less compute per block, for small blocks on a slow CPU",
+        "--backend",
+        choices=BACKENDS,
+        help="how the steady hop step runs: eager (op by op; the CPU default), compile (torch.compile: needs a C++ "
+        "compiler, about a minute the first time), onnxruntime (pip install 'rtcodec[onnx]'), cuda-graph (the "
+        "CUDA default)",
     )
     add_model_options(c)
     c.set_defaults(run=run_live)
@@ -172,10 +174,11 @@ def run_live(args: argparse.Namespace) -> None:
     reference = audio.read(args.reference)
     models = load(args, "v1")
     lookahead = LATENCY_PRESETS[args.latency] if args.lookahead is None else (args.lookahead, args.lookahead)
-    options = StreamOptions(lookahead=lookahead, compile=args.compile)
+    options = StreamOptions(lookahead=lookahead, backend=args.backend)
     pipeline = VoiceConversion(models.encoder, models.decoder, reference, options)
     block = args.hops_per_block * HOP_LENGTH
-    note = " and compiling the hop step (about a minute the first time, seconds once cached)" if args.compile else ""
+    slow = {"compile": "compiling", "onnxruntime": "exporting"}
+    note = f" and {slow[args.backend]} the hop step (up to a minute)" if args.backend in slow else ""
     print(f"warming up{note}...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     pipeline.warm_up(block)  # compiles or captures before the audio starts, not while it plays

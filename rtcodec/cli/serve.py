@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from ..backends import BACKENDS
 from ..hub import from_pretrained
 from ..pipelines import LATENCY_PRESETS
 from .common import CommandError, add_model_options, load, port_number
@@ -28,6 +29,11 @@ def register(commands) -> None:
     )
     c.add_argument("--hops-per-tick", type=int, default=1, help="12.5 ms hops per tick and message (default: 1)")
     c.add_argument("--threads", type=int, help="torch threads (default: one core fewer than the machine has)")
+    c.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="how the streams' steady ticks run (default: eager on the CPU, cuda-graph on CUDA); see rtcodec live",
+    )
     c.add_argument(
         "--ray", action="store_true", help="run on Ray Serve, a replica per GPU or CPU (pip install 'rtcodec[ray]')"
     )
@@ -53,7 +59,9 @@ def run_serve(args: argparse.Namespace) -> None:
     if min(args.slots, args.hops_per_tick, args.threads or 1) < 1:
         raise CommandError("--slots, --hops-per-tick and --threads must be at least 1")
     torch.set_num_threads(args.threads or default_threads())
-    options = ServeOptions(slots=args.slots, hops_per_tick=args.hops_per_tick, latencies=latencies)
+    options = ServeOptions(
+        slots=args.slots, hops_per_tick=args.hops_per_tick, latencies=latencies, backend=args.backend
+    )
     if args.ray:
         return _run_on_ray(args, options)
     models = load(args, "v1")

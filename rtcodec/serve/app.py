@@ -40,13 +40,12 @@ IDLE_TIMEOUT_S = 10.0  # a caller that sends nothing this long (no hello, no aud
 
 @dataclass
 class ServeOptions:
-    """How the server runs: slots per latency preset, hops per tick, the presets offered, CUDA graphs, compile."""
+    """How the server runs: slots per latency preset, hops per tick, the presets offered, the streams' backend."""
 
     slots: int = 4
     hops_per_tick: int = 1
     latencies: tuple[str, ...] = ("exact",)
-    cuda_graph: bool | None = None
-    compile: bool = False
+    backend: str | None = None  # how settled ticks run (rtcodec.backends); None: the device's default
     max_pending_s: float = 1.0  # audio a caller may send ahead of the ticks before it is cut off as too fast
 
 
@@ -74,9 +73,7 @@ class Server:
         for preset in options.latencies:
             if preset not in LATENCY_PRESETS:
                 raise ValueError(f"unknown latency preset {preset!r}; one of {sorted(LATENCY_PRESETS)}")
-            streams = StreamOptions(
-                lookahead=LATENCY_PRESETS[preset], cuda_graph=options.cuda_graph, compile=options.compile
-            )
+            streams = StreamOptions(lookahead=LATENCY_PRESETS[preset], backend=options.backend)
             scheduler = CallerScheduler(models.encoder, models.decoder, options.slots, options.hops_per_tick, streams)
             max_pending = max(1, round(options.max_pending_s * SAMPLE_RATE / scheduler.block))
             self.engines[preset] = Engine(scheduler, max_pending)

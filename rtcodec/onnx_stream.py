@@ -1,0 +1,250 @@
+"""Streaming with onnxruntime and numpy alone, without torch: the graphs of `rtcodec export --onnx DIR`.
+
+    from rtcodec.onnx_stream import OnnxVoiceConversion
+
+    vc = OnnxVoiceConversion("facodec-onnx")  # the voice exported with `--voice`, or speaker=...
+    out = vc.push(chunk)                      # float32 [B, 1, n] in, converted audio out
+    rest = vc.flush()
+
+Install without torch: `pip install --no-deps rtcodec && pip install numpy onnxruntime`; this module imports
+neither torch nor the rest of rtcodec. The streams here keep the rows of a batch in step (they start, end and
+reset together) and give what the torch streams give (`rtcodec.streaming`): exact mode equals the offline output,
+and a lookahead hands an output out once that much audio has arrived after it, computed as if the signal ended
+there. A lookahead drain runs hop by hop through the exported edge tick here, so it costs more than in torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+class ExportError(ValueError):
+    """An export directory that is missing, incomplete or of another format."""
+
+
+def require_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError(
+            "the onnxruntime backend needs onnxruntime: pip install 'rtcodec[onnx]' (or pip install onnxruntime)"
+        ) from err
+    return onnxruntime
+
+
+def session(model: bytes | str | Path, threads: int = 1):
+    """An onnxruntime CPU session for `model` (serialized, or a file) on `threads` threads."""
+    ort = require_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def load_manifest(directory: str | Path) -> dict:
+    """The manifest of an export directory, checked: every file it names is there."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ExportError(f"{directory} is not an rtcodec ONNX export: {MANIFEST} is missing (rtcodec export --onnx)")
+    try:
+        manifest = json.loads(path.read_text())
+        stages = [manifest["encoder"], manifest["decoder"]]
+        files = [stage[kind] for stage in stages for kind in ("settled", "edges")]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ExportError(f"{path} is damaged: {err}") from err
+    if manifest.get("format") != FORMAT:
+        raise ExportError(f"{path} has format {manifest.get('format')!r}; this rtcodec reads format {FORMAT}")
+    for name in [*files, "quantize.onnx", "front.onnx", "front_content.onnx", "timbre.onnx"]:
+        if not (directory / name).is_file():
+            raise ExportError(f"{directory} is incomplete: {name} is missing")
+    return manifest
+
+
+class OnnxStream:
+    """One exported stream, "encoder" (audio `[B, 1, n]` to frames) or "decoder" (normalized frames `[B, 256, k]`
+    to audio): `push`, `flush`, `reset`, `lookahead_samples`, as the torch streams."""
+
+    def __init__(self, directory: str | Path, stage: str, lookahead: int | None = None, threads: int = 1) -> None:
+        if stage not in ("encoder", "decoder"):
+            raise ValueError(f"stage is 'encoder' or 'decoder', got {stage!r}")
+        self.directory = Path(directory)
+        manifest = load_manifest(self.directory)
+        self.m = manifest[stage]
+        self.stage, self.batch_size, self.hop_length = stage, manifest["batch_size"], manifest["hop_length"]
+        self.open_end = manifest["open_end"]
+        self.settled = session(self.directory / self.m["settled"], threads)
+        self.edges = session(self.directory / self.m["edges"], threads)
+        self.state_names = [f"state_{i}" for i in range(len(self.m["states"]))]
+        exact = self.m["exact_lookahead_samples"]
+        if lookahead is not None and (not isinstance(lookahead, int) or lookahead < 0):
+            raise ValueError(f"lookahead must be a number of samples >= 0 or None (exact), got {lookahead!r}")
+        self.lookahead = lookahead if lookahead is not None and lookahead < exact else None
+        self.reset()
+
+    @property
+    def lookahead_samples(self) -> int:
+        if self.lookahead is None:
+            return self.m["exact_lookahead_samples"]
+        # The decoder's frames arrive whole: its first sample waits a frame's worth at least.
+        return self.lookahead if self.stage == "encoder" else max(self.lookahead, self.hop_length - 1)
+
+    def reset(self) -> None:
+        """Start a new signal in every row."""
+        self.states = [np.zeros(shape, np.float32) for shape in self.m["states"]]
+        self.pending = np.zeros((self.batch_size, self.m["in_channels"], 0), np.float32)
+        self.hops, self.emitted, self.finished = 0, 0, False
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Take `[B, C, n]` (any n >= 0); return the outputs final now, `[B, C_out, k]`."""
+        if self.finished:
+            raise RuntimeError("this stream was flushed: call reset() to start a new signal")
+        x = np.asarray(x, dtype=np.float32)
+        expected = (self.batch_size, self.m["in_channels"])
+        if x.ndim != 3 or x.shape[:2] != expected:
+            raise ValueError(f"push takes an array shaped [{expected[0]}, {expected[1]}, n], got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("the pushed samples are not all finite (NaN or infinity)")
+        data = np.concatenate([self.pending, x], axis=2)
+        per_hop = self.m["in_per_hop"]
+        hops = data.shape[2] // per_hop
+        self.pending = data[..., hops * per_hop :]
+        outs = [self._tick(data[..., h * per_hop : (h + 1) * per_hop], None) for h in range(hops)]
+        outs = [self._emit(y, start, None) for y, start in outs]
+        if self.lookahead is not None:
+            outs.append(self._speculate())
+        return self._cat(outs)
+
+    def flush(self) -> np.ndarray:
+        """End the signal: return every output not handed out yet; then `reset()` to reuse the stream."""
+        if self.finished:
+            raise RuntimeError("this stream was flushed: call reset() to start a new signal")
+        self.finished = True
+        return self._drain(self._received(), self._out_length(self._received()))
+
+    # -- ticks -----------------------------------------------------------------------------------------
+
+    def _tick(self, x: np.ndarray, end: int | None) -> tuple[np.ndarray, int]:
+        """One hop, through the settled graph where no window can reach an edge; returns the output and the
+        position of its first sample."""
+        feed = {"x": np.ascontiguousarray(x), **dict(zip(self.state_names, self.states))}
+        if end is None and self.hops >= self.m["settled_hops"]:
+            y, *self.states = self.settled.run(None, feed)
+        else:
+            feed["hops"] = np.full(self.batch_size, self.hops, np.int64)
+            feed["ends"] = np.full(self.batch_size, self.open_end if end is None else end, np.int64)
+            y, *self.states = self.edges.run(None, feed)
+        start = self.hops * self.m["out_per_hop"] + self.m["out_offset"]
+        self.hops += 1
+        return y, start
+
+    def _emit(self, y: np.ndarray, start: int, stop: int | None) -> np.ndarray:
+        """The part of `y` (first sample at `start`) from the first position not handed out, up to `stop`."""
+        lo = max(self.emitted, 0, start)
+        hi = start + y.shape[2] if stop is None else min(stop, start + y.shape[2])
+        if hi <= lo:
+            return y[..., :0]
+        self.emitted = hi
+        return y[..., lo - start : hi - start]
+
+    def _drain(self, end: int, stop: int) -> np.ndarray:
+        """Feed the pending input, then silence, as if the signal ended at `end`, until `stop` is handed out."""
+        per_hop, outs = self.m["in_per_hop"], []
+        data, self.pending = self.pending, self.pending[..., :0]
+        while self.emitted < stop:
+            x = np.zeros((self.batch_size, self.m["in_channels"], per_hop), np.float32)
+            x[..., : data.shape[2]] = data[..., :per_hop]
+            data = data[..., per_hop:]
+            outs.append(self._emit(*self._tick(x, end), stop))
+        return self._cat(outs)
+
+    def _speculate(self) -> np.ndarray:
+        """The outputs up to the lookahead, as if the signal ended now, on copies of the states."""
+        received = self._received()
+        if self.stage == "encoder":
+            stop = (received - self.lookahead) // self.hop_length
+        else:  # frames in, samples out
+            stop = received * self.hop_length + min(self.hop_length - 1 - self.lookahead, 0)
+        if stop <= self.emitted:
+            return self._cat([])
+        saved = (list(self.states), self.pending, self.hops)
+        out = self._drain(received, stop)
+        self.states, self.pending, self.hops = saved
+        return out
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _received(self) -> int:
+        return self.hops * self.m["in_per_hop"] + self.pending.shape[2]
+
+    def _out_length(self, n: int) -> int:
+        """The offline output length of an input of length n."""
+        per_hop, first = self.m["in_per_hop"], self.m["length_from"]
+        if n < first:  # shorter than any live signal: count it out from the table's first period
+            hops = -(-(first - n) // per_hop)
+            return self._out_length(n + hops * per_hop) - hops * self.m["out_per_hop"]
+        return self.m["length_table"][n % per_hop] + (n // per_hop) * self.m["out_per_hop"]
+
+    def _cat(self, outs: list[np.ndarray]) -> np.ndarray:
+        empty = np.zeros((self.batch_size, self.m["out_channels"], 0), np.float32)
+        return np.concatenate([empty, *outs], axis=2)
+
+
+class OnnxVoiceConversion:
+    """Voice conversion on the exported graphs: audio `[B, 1, n]` in, audio in the target voice out, as
+    `rtcodec.VoiceConversion`. `speaker`: the target's speaker embedding `[256]` (default: the `speaker.npy`
+    that `rtcodec export --voice` wrote); `lookahead`: (encoder, decoder) samples, None for exact."""
+
+    def __init__(self, directory, speaker=None, lookahead=(None, None), threads: int = 1) -> None:
+        directory = Path(directory)
+        manifest = load_manifest(directory)
+        if speaker is None:
+            path = directory / "speaker.npy"
+            if not path.is_file():
+                raise ExportError(f"{directory} has no speaker.npy: export with --voice, or pass speaker=")
+            speaker = np.load(path)
+        speaker = np.asarray(speaker, np.float32).reshape(1, -1)
+        batch = manifest["batch_size"]
+        self.encoder = OnnxStream(directory, "encoder", lookahead[0], threads)
+        self.decoder = OnnxStream(directory, "decoder", lookahead[1], threads)
+        self.quantizer = session(directory / "quantize.onnx", threads)
+        self.front = session(directory / "front_content.onnx", threads)
+        gamma, beta = session(directory / "timbre.onnx", threads).run(None, {"speaker": np.repeat(speaker, batch, 0)})
+        self.timbre = {"gamma": gamma, "beta": beta}
+
+    @property
+    def latency_samples(self) -> int:
+        return self.encoder.lookahead_samples + self.decoder.lookahead_samples
+
+    def codes(self, frames: np.ndarray) -> np.ndarray:
+        """The codes `[6, B, k]` of encoder frames `[B, 256, k]`."""
+        if frames.shape[2] == 0:
+            return np.zeros((6, frames.shape[0], 0), np.int64)
+        return self.quantizer.run(None, {"frames": frames})[0]
+
+    def _decode(self, frames: np.ndarray) -> np.ndarray:
+        if frames.shape[2]:
+            frames = self.front.run(None, {"codes": self.codes(frames), **self.timbre})[0]
+        else:
+            frames = np.zeros((frames.shape[0], self.decoder.m["in_channels"], 0), np.float32)
+        return self.decoder.push(frames)
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        return self._decode(self.encoder.push(audio))
+
+    def flush(self) -> np.ndarray:
+        out = self._decode(self.encoder.flush())
+        return np.concatenate([out, self.decoder.flush()], axis=2)
+
+    def reset(self) -> None:
+        self.encoder.reset()
+        self.decoder.reset()
