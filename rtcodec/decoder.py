@@ -150,6 +150,11 @@ class FACodecDecoder(SpeakerConditionedDecoder):
     def _vq2emb(self, vq: torch.Tensor, use_residual: bool) -> torch.Tensor:
         cfg = self.config
         vq = validation.codes(vq, min_codebooks=cfg.codes_needed(use_residual), codebook_sizes=self.codebook_sizes)
+        return self._embed(vq, use_residual)
+
+    def _embed(self, vq: torch.Tensor, use_residual: bool) -> torch.Tensor:
+        """`_vq2emb` of codes that are known to be valid."""
+        cfg = self.config
         bounds = [0, cfg.vq_num_q_p, cfg.vq_num_q_p + cfg.vq_num_q_c, cfg.num_codebooks]
         groups = self.quantizer if use_residual else self.quantizer[:2]
         return sum(group.vq2emb(vq[lo:hi]) for group, lo, hi in zip(groups, bounds, bounds[1:]))

@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -107,13 +108,12 @@ class StageManifest:
     edges: str
 
 
-def _stage(stream, prefix: str, directory: Path) -> StageManifest:
+def _stage(stream, prefix: str, write: Callable[[str, bytes], None]) -> StageManifest:
     x = torch.zeros(stream.batch_size, stream.in_channels, stream.in_per_hop)
     files = {}
     for edges in (False, True):
-        name = f"{prefix}_{'edges' if edges else 'settled'}.onnx"
-        (directory / name).write_bytes(tick_graph(stream.op, stream.states, x, edges))
-        files[edges] = name
+        files[edges] = f"{prefix}_{'edges' if edges else 'settled'}.onnx"
+        write(files[edges], tick_graph(stream.op, stream.states, x, edges))
     first = 4 * stream.in_per_hop  # lengths from here on repeat every hop
     table = [
         stream.out_length(first + r) - (first // stream.in_per_hop) * stream.out_per_hop
@@ -145,7 +145,7 @@ class _Front(nn.Module):
     def forward(self, codes, gamma, beta):
         from .layers.norm import timbre_norm
 
-        return timbre_norm(self.decoder._vq2emb(codes, self.use_residual), gamma, beta)
+        return timbre_norm(self.decoder._embed(codes, self.use_residual), gamma, beta)
 
 
 class _Timbre(nn.Module):
@@ -167,32 +167,46 @@ class _Quantize(nn.Module):
         return self.decoder._quantize(frames, frames, None)[1]
 
 
-def export_onnx(encoder, decoder, directory: str | Path, batch_size: int = 1, speaker: torch.Tensor | None = None):
+GRAPHS = 8  # files export_onnx writes besides the manifest (for progress)
+
+
+def export_onnx(
+    encoder,
+    decoder,
+    directory: str | Path,
+    batch_size: int = 1,
+    speaker: torch.Tensor | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Write the ONNX graphs of the encoder and decoder streams (one-hop ticks, `batch_size` rows), the quantizer,
-    the decoder's front and the timbre projection, and `manifest.json`, into `directory`. `speaker` (`[256]`), if
-    given, is written too, as `speaker.npy`."""
+    the decoder's front and the timbre projection, and `manifest.json`, into the folder `directory` (made if
+    needed); `progress(name)` after each file. `speaker` (`[256]`), if given, is written too, as `speaker.npy`.
+    Returns the manifest."""
     from .streaming import DecoderStream, EncoderStream
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, data: bytes) -> None:
+        (directory / name).write_bytes(data)
+        if progress:
+            progress(name)
+
     encoder_stream = EncoderStream(encoder, batch_size=batch_size)
     decoder_stream = DecoderStream(decoder, torch.zeros(batch_size, 256), batch_size=batch_size)
     frames = torch.zeros(batch_size, decoder.in_channels, 3)
-    time = {"frames": torch.export.Dim("frames", min=1)}
-    (directory / "quantize.onnx").write_bytes(
-        _export(_Quantize(decoder), (frames,), ["frames"], ["codes"], {"frames": {2: time["frames"]}})
-    )
+    time = torch.export.Dim("frames", min=1)  # the quantizer and the front take any number of frames
+    write("quantize.onnx", _export(_Quantize(decoder), (frames,), ["frames"], ["codes"], {"frames": {2: time}}))
     codes = torch.zeros(decoder.config.num_codebooks, batch_size, 3, dtype=torch.long)
-    gamma = torch.ones(batch_size, decoder.in_channels)
+    # Two tensors: one tensor given twice would become one input of the graph.
+    gamma, beta = torch.ones(batch_size, decoder.in_channels), torch.zeros(batch_size, decoder.in_channels)
     for use_residual, name in ((True, "front.onnx"), (False, "front_content.onnx")):
-        dynamic = {"codes": {2: time["frames"]}, "gamma": None, "beta": None}
+        dynamic = {"codes": {2: time}, "gamma": None, "beta": None}
         graph = _export(
-            _Front(decoder, use_residual), (codes, gamma, gamma), ["codes", "gamma", "beta"], ["frames"], dynamic
+            _Front(decoder, use_residual), (codes, gamma, beta), ["codes", "gamma", "beta"], ["frames"], dynamic
         )
-        (directory / name).write_bytes(graph)
-    (directory / "timbre.onnx").write_bytes(
-        _export(_Timbre(decoder), (torch.zeros(batch_size, 256),), ["speaker"], ["gamma", "beta"])
-    )
+        write(name, graph)
+    write("timbre.onnx", _export(_Timbre(decoder), (torch.zeros(batch_size, 256),), ["speaker"], ["gamma", "beta"]))
     manifest = {
         "format": FORMAT,
         "sample_rate": 16000,
@@ -201,8 +215,8 @@ def export_onnx(encoder, decoder, directory: str | Path, batch_size: int = 1, sp
         "tick_hops": 1,
         "open_end": OPEN_END,
         "num_codebooks": decoder.config.num_codebooks,
-        "encoder": asdict(_stage(encoder_stream, "encoder", directory)),
-        "decoder": asdict(_stage(decoder_stream, "decoder", directory)),
+        "encoder": asdict(_stage(encoder_stream, "encoder", write)),
+        "decoder": asdict(_stage(decoder_stream, "decoder", write)),
     }
     if speaker is not None:
         import numpy as np

@@ -45,6 +45,7 @@ def session(model: bytes | str | Path, threads: int = 1):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: its notes on nodes it cannot fold are not the user's concern
     return ort.InferenceSession(
         model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"]
     )

@@ -49,7 +49,8 @@ class FactorizedVQ(nn.Module):
         """The normalized codebook, transposed `[codebook_dim, size]`, and its squared norms `[1, size]`: kept
         until the codebook changes (normalizing it took 60 % of a streamed frame's quantization)."""
         weight = self._codebook.weight
-        if weight.is_inference():  # made under inference mode: no version to tell a change by
+        # Made under inference mode there is no version to tell a change by; an export traces fake tensors.
+        if weight.is_inference() or torch.compiler.is_exporting():
             return self._normalized(weight)
         # In-place changes (load_state_dict) bump the version; .to() and new data change the pointer, which
         # cannot come back to the old address: the cache holds the old codebook.

@@ -12,7 +12,7 @@ from .. import __version__
 from ..audio import AudioError
 from ..bitstream import BitstreamError
 from ..checkpoint import CheckpointError
-from . import files, live, net, serve
+from . import export, files, live, net, serve
 from .common import CommandError
 
 
@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"rtcodec {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (files, live, net, serve):
+    for module in (files, live, net, serve, export):
         module.register(commands)
     return top
 

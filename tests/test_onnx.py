@@ -1,0 +1,171 @@
+"""The onnxruntime backend, the ONNX export and the torch-free runner: the same outputs as the torch streams."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rtcodec.pipelines import VoiceConversion
+
+from .conftest import golden_model, needs_golden, rel_err
+from .test_streaming import random_chunks, run_stream
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'rtcodec[onnx]')")
+pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip install 'rtcodec[onnx]')")
+
+TOL = 1e-5
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return golden_model("encoder"), golden_model("decoder")
+
+
+@pytest.fixture(scope="module")
+def exported(models, vectors, tmp_path_factory) -> Path:
+    from rtcodec.export import export_onnx
+    from rtcodec.pipelines import speaker_embedding
+
+    encoder, decoder = models
+    speaker = speaker_embedding(encoder, decoder, vectors["wav_b"])[0]
+    directory = tmp_path_factory.mktemp("onnx")
+    names = []
+    export_onnx(encoder, decoder, directory, batch_size=2, speaker=speaker, progress=names.append)
+    assert sorted(names) == sorted(p.name for p in directory.glob("*.onnx")) and len(names) == 8
+    return directory
+
+
+def sources(vectors) -> torch.Tensor:
+    return torch.cat([vectors["wav_a"][..., :9000], vectors["wav_b"][..., :9000]])
+
+
+@needs_golden
+@pytest.mark.parametrize("lookahead", [None, 1600])
+def test_onnxruntime_backend_equals_eager(models, vectors, lookahead):
+    """Settled ticks through onnxruntime: random chunkings, rows restarting, and lookahead drains between them."""
+    encoder, _ = models
+    wav = sources(vectors)
+    gen = torch.Generator().manual_seed(11)
+    streams = [encoder.stream(batch_size=2, lookahead=lookahead, backend=b) for b in ("eager", "onnxruntime")]
+    sizes = [200] * 30 + random_chunks(wav.shape[2] - 6000, gen, 900)
+    got = [run_stream(stream, wav, sizes) for stream in streams]
+    assert streams[1].settled_ticks.sessions, "no tick ran through onnxruntime"
+    assert got[0].shape == got[1].shape and rel_err(got[1], got[0]) < TOL
+    # Rows restarting: row 1 starts a new signal after 20 hops, both streams again.
+    outs = [[], []]
+    for stream, out in zip(streams, outs):
+        stream.reset()
+        for i in range(40):
+            if i == 20:
+                stream.reset([1])
+            out.append(stream.push(wav[..., i * 200 : (i + 1) * 200]))
+            out[-1] = out[-1] * stream.valid[:, None, :]
+    a, b = torch.cat(outs[0], dim=2), torch.cat(outs[1], dim=2)
+    assert a.shape == b.shape and rel_err(b, a) < TOL
+
+
+@needs_golden
+def test_voice_conversion_on_onnxruntime_gives_the_same_codes(models, vectors):
+    encoder, decoder = models
+    wav = vectors["wav_a"][..., :12000]
+    pipelines = [VoiceConversion(encoder, decoder, vectors["wav_b"], backend=b) for b in ("eager", "onnxruntime")]
+    codes = []
+    for pipeline in pipelines:
+        frames = torch.cat(
+            [pipeline.sender.encoder_stream.push(wav[..., i : i + 200]) for i in range(0, 12000, 200)], 2
+        )
+        codes.append(decoder.quantize(frames))
+    assert codes[0].shape[2] > 20 and torch.equal(codes[0], codes[1])
+
+
+@needs_golden
+@pytest.mark.parametrize("lookahead", [(None, None), (1600, 1000)])
+def test_torch_free_runner_equals_the_torch_pipeline(exported, models, vectors, lookahead):
+    from rtcodec.onnx_stream import OnnxVoiceConversion
+
+    encoder, decoder = models
+    wav = sources(vectors)
+    reference = vectors["wav_b"]
+    expected = VoiceConversion(encoder, decoder, reference, batch_size=2, lookahead=lookahead)
+    runner = OnnxVoiceConversion(exported, lookahead=lookahead)
+    assert runner.latency_samples == expected.latency_samples
+    sizes = random_chunks(wav.shape[2], torch.Generator().manual_seed(2), 700)
+    want = run_stream(expected, wav, sizes)
+    outs, start = [], 0
+    for size in sizes:
+        outs.append(runner.push(wav[..., start : start + size].numpy()))
+        start += size
+    got = np.concatenate([*outs, runner.flush()], axis=2)
+    assert got.shape == tuple(want.shape)
+    assert rel_err(torch.from_numpy(got), want) < TOL
+
+
+@needs_golden
+def test_runner_stages_and_codes(exported, models, vectors):
+    """The encoder stage alone equals the torch encoder stream, and the exported quantizer gives its codes."""
+    from rtcodec.onnx_stream import OnnxStream, OnnxVoiceConversion
+
+    encoder, decoder = models
+    wav = sources(vectors)
+    want = run_stream(encoder.stream(batch_size=2), wav, [200] * 45)
+    stream = OnnxStream(exported, "encoder")
+    got = np.concatenate(
+        [*(stream.push(wav[..., i : i + 200].numpy()) for i in range(0, 9000, 200)), stream.flush()], 2
+    )
+    assert rel_err(torch.from_numpy(got), want) < TOL
+    codes = OnnxVoiceConversion(exported).codes(got)
+    assert np.array_equal(codes, decoder.quantize(want).numpy())
+    with pytest.raises(ValueError, match=r"push takes an array shaped \[2, 1, n\]"):
+        stream.reset() or stream.push(np.zeros((1, 1, 200), np.float32))
+    with pytest.raises(ValueError, match="not all finite"):
+        stream.push(np.full((2, 1, 200), np.nan, np.float32))
+
+
+@needs_golden
+def test_runner_needs_no_torch(exported, vectors, tmp_path):
+    """The runner in a Python where torch cannot be imported (CI also runs it in a venv without torch)."""
+    wav = sources(vectors)[..., :6000].numpy()
+    np.save(tmp_path / "wav.npy", wav)
+    script = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch fails
+import numpy as np
+from rtcodec.onnx_stream import OnnxVoiceConversion
+vc = OnnxVoiceConversion({str(exported)!r})
+wav = np.load({str(tmp_path / "wav.npy")!r})
+out = np.concatenate([vc.push(wav[..., i : i + 400]) for i in range(0, wav.shape[2], 400)] + [vc.flush()], axis=2)
+np.save({str(tmp_path / "out.npy")!r}, out)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=300)
+    out = np.load(tmp_path / "out.npy")
+    assert out.shape == (2, 1, 6000) and np.isfinite(out).all() and np.abs(out).max() > 0
+
+
+def test_bad_export_directories(exported, tmp_path):
+    from rtcodec.onnx_stream import ExportError, OnnxStream
+
+    with pytest.raises(ExportError, match="manifest.json is missing"):
+        OnnxStream(tmp_path, "encoder")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in exported.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    (broken / "decoder_edges.onnx").unlink()
+    with pytest.raises(ExportError, match="incomplete: decoder_edges.onnx is missing"):
+        OnnxStream(broken, "encoder")
+    (broken / "manifest.json").write_text("{not json")
+    with pytest.raises(ExportError, match="damaged"):
+        OnnxStream(broken, "encoder")
+    manifest = json.loads((exported / "manifest.json").read_text())
+    (broken / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(ExportError, match="format 99"):
+        OnnxStream(broken, "encoder")
+    with pytest.raises(ValueError, match="stage is 'encoder' or 'decoder'"):
+        OnnxStream(exported, "vocoder")
