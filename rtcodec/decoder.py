@@ -12,7 +12,7 @@ from .layers.blocks import decoder_stack
 from .layers.norm import timbre_norm
 from .layers.transformer import TransformerEncoder
 from .quantize import ResidualVQ
-from .streaming import DecoderStream, StreamOptions
+from .streaming import DecoderStream, StreamOptions, decode_offline, takes_fast_path
 
 TRAINING_PATH = (
     "the vq=False / get_vq=True paths of the published decoder feed its training-only predictors; "
@@ -47,6 +47,8 @@ class SpeakerConditionedDecoder(PublishedCheckpointMixin, nn.Module):
         """Latent frames `[B, 256, T]` and speaker embeddings `[B, 256]` to audio `[B, 1, hop * T]`."""
         x = self._frames(x, "latent frames")
         spk = self._speaker(speaker_embedding, x.shape[0])
+        if takes_fast_path(self):
+            return decode_offline(self, x, spk)
         gamma, beta = self.timbre_linear(spk).chunk(2, dim=1)
         return self.model(timbre_norm(x, gamma, beta))
 

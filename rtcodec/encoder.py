@@ -10,7 +10,7 @@ from .checkpoint import PublishedCheckpointMixin
 from .config import HOP_LENGTH, SAMPLE_RATE, EncoderConfig
 from .layers.blocks import encoder_stack
 from .layers.mel import PROSODY_BINS, REFLECT_PAD, MelSpectrogram
-from .streaming import EncoderStream, StreamOptions
+from .streaming import EncoderStream, StreamOptions, encode_offline, takes_fast_path
 
 
 class FACodecEncoder(PublishedCheckpointMixin, nn.Module):
@@ -31,6 +31,8 @@ class FACodecEncoder(PublishedCheckpointMixin, nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         wav = validation.audio(wav, min_samples=self.config.min_samples, dtype=self.dtype)
+        if takes_fast_path(self):
+            return encode_offline(self, wav)
         return self.block(wav)
 
     def inference(self, wav: torch.Tensor) -> torch.Tensor:

@@ -582,4 +582,8 @@ def test_export_onnx(ckpt, clips, tmp_path, capsys):
     want = torch.cat([pipeline.push(source), pipeline.flush()], dim=2)
     runner = OnnxVoiceConversion(target)
     got = np.concatenate([runner.push(source.numpy()), runner.flush()], axis=2)
-    assert want.shape[2] == 4000 and got.shape == tuple(want.shape) and np.abs(got - want.numpy()).max() < 1e-4 * max(1.0, want.abs().max())
+    assert (
+        want.shape[2] == 4000
+        and got.shape == tuple(want.shape)
+        and np.abs(got - want.numpy()).max() < 1e-4 * max(1.0, want.abs().max())
+    )

@@ -139,3 +139,26 @@ def test_fast_offline_path_matches_the_golden_vectors(vectors, golden, tick_hops
             assert torch.equal(decoder(enc)[1], vectors[f"v1.vq_id_{name}"])
         emb, spk = vectors[f"v1.vq_post_emb_{name}"], vectors[f"v1.spk_embs_{name}"]
         assert rel_err(decode_offline(decoder, emb, spk, tick_hops), vectors[f"v1.recon_{name}"]) < TOL
+
+
+def test_drop_in_calls_take_the_fast_path_without_autograd(vectors, golden, monkeypatch):
+    """Under no_grad (the published usage) `encoder(wav)` and `decoder.inference` run on the stream engine, with
+    the golden outputs and codes; with autograd on they run the plain computation, so gradients flow."""
+    import rtcodec.decoder
+    import rtcodec.encoder
+    from rtcodec import streaming
+
+    calls = []
+    for module, name in ((rtcodec.encoder, "encode_offline"), (rtcodec.decoder, "decode_offline")):
+        real = getattr(streaming, name)
+        monkeypatch.setattr(module, name, lambda *args, real=real, name=name: calls.append(name) or real(*args))
+    encoder, decoder = golden["encoder"], golden["decoder"]
+    emb, spk = vectors["v1.vq_post_emb_a"], vectors["v1.spk_embs_a"]
+    with torch.no_grad():
+        enc = encoder(vectors["wav_a"])
+        assert rel_err(enc, vectors["v1.enc_out_a"]) < TOL
+        assert torch.equal(decoder(enc)[1], vectors["v1.vq_id_a"])
+        assert rel_err(decoder.inference(emb, spk), vectors["v1.recon_a"]) < TOL
+    assert calls == ["encode_offline", "decode_offline"]
+    out = encoder(vectors["wav_a"][..., :4000])
+    assert out.requires_grad and calls == ["encode_offline", "decode_offline"]
