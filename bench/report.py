@@ -2,8 +2,10 @@
 
 Each measurement runs in its own process, so its peak memory (max RSS) is its own. Full-size models with
 random weights, 10 s of speech; the reference path is the plain transcription of the published computation.
-The machines this was written on are shared virtual machines whose speed drifts by up to 1.5x over minutes:
-each figure is the best of `REPEAT` runs.
+Streaming voice conversion runs on each backend of the streams' settled ticks (eager, compile, onnxruntime),
+and once more with one competing busy process on the same cores, with 1 and 2 threads. The machines this was
+written on are shared virtual machines whose speed drifts by up to 1.5x over minutes: each figure is the best of
+`REPEAT` runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from rtcodec import onnx_stream
+
 from .common import latency, models, realtime_factor, round_trip, speech, stream_push_times, voice_conversion
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -27,13 +31,22 @@ SECONDS = 10.0
 STREAM_SECONDS = 4.0
 REPEAT = 3
 HOPS = (1, 2, 4, 8)  # hops per push of the streaming stages
+BACKENDS = ("eager", "compile", "onnxruntime")
+# One-hop pushes beside a busy process: (backend, threads, onnxruntime's threads spinning while they wait).
+BUSY = [
+    ("eager", 1, False),
+    ("eager", 2, False),
+    ("onnxruntime", 1, False),
+    ("onnxruntime", 2, False),
+    ("onnxruntime", 2, True),
+]
 STAGES = [
     "reference_10s",
     "reference_1s_pieces",
     "fast_10s",
     "fast_1s_pieces",
-    *(f"stream_{hops}" for hops in HOPS),
-    *(f"compiled_{hops}" for hops in HOPS),
+    *(f"{backend}_{hops}" for backend in BACKENDS for hops in HOPS),
+    *(f"busy_{backend}_{threads}t{'_spin' if spin else ''}" for backend, threads, spin in BUSY),
 ]
 
 
@@ -47,18 +60,37 @@ def cpu_name() -> str:
 def run_stage(name: str) -> dict:
     encoder, decoder = models()
     torch.set_grad_enabled(False)
-    if name.startswith(("stream_", "compiled_")):
-        hops = int(name.split("_")[1])
+    busy = None
+    if name.startswith("busy_"):
+        _, backend, threads, *spin = name.split("_")
+        torch.set_num_threads(int(threads[:-1]))
+        onnx_stream.SPINNING = bool(spin)
+        name = f"{backend}_1"
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one core's worth of other work
+    try:
+        result = _measure(name, encoder, decoder)
+    finally:
+        if busy:
+            busy.kill()
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _measure(name: str, encoder, decoder) -> dict:
+    backend, _, what = name.partition("_")
+    if backend in BACKENDS:
+        hops = int(what)
         wav = speech(STREAM_SECONDS)
         start = time.perf_counter()
-        pipeline = voice_conversion(encoder, decoder, wav, hops, compile=name.startswith("compiled"))
+        pipeline = voice_conversion(encoder, decoder, wav, hops, backend)
         warm_up = time.perf_counter() - start
         times = min((stream_push_times(pipeline, wav, hops) for _ in range(REPEAT)), key=sum)
-        result = {
+        return {
             "hops_per_push": hops,
             **latency(times),
             "rtf": realtime_factor(times, hops),
             "warm_up_s": warm_up,
+            "threads": torch.get_num_threads(),
             "push_ms": [1000 * t for t in times],
         }
     else:
@@ -72,9 +104,7 @@ def run_stage(name: str) -> dict:
             for piece in pieces:
                 round_trip(encoder, decoder, piece, fast)
             best = min(best, time.perf_counter() - start)
-        result = {"seconds_per_audio_second": best / SECONDS}
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
+        return {"seconds_per_audio_second": best / SECONDS}
 
 
 def markdown(report: dict) -> str:
@@ -103,22 +133,33 @@ def markdown(report: dict) -> str:
         f"Fast / reference on 10 s: **{fast / ref:.2f}x**; fast / reference's best cost per second (1 s pieces): "
         f"**{fast / ref_pieces:.2f}x**.",
         "",
-        "| streaming voice conversion, hops per push | p50 (ms) | p99 (ms) | real-time factor | "
-        "compiled: p50 (ms) | p99 (ms) | real-time factor |",
-        "|---|---|---|---|---|---|---|",
+        "Streaming voice conversion (exact mode), p50 / p99 per push (ms) and real-time factor, by the backend of "
+        "the settled ticks (`VoiceConversion(..., backend=...)`):",
+        "",
+        "| hops per push | " + " | ".join(BACKENDS) + " |",
+        "|---|" + "---|" * len(BACKENDS),
     ]
     for hops in HOPS:
-        s, c = r[f"stream_{hops}"], r[f"compiled_{hops}"]
-        lines.append(
-            f"| {hops} ({hops * 12.5:g} ms of audio) | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['rtf']:.2f} | "
-            f"{c['p50_ms']:.1f} | {c['p99_ms']:.1f} | {c['rtf']:.2f} |"
-        )
-    warm_ups = ", ".join(f"{r[f'compiled_{hops}']['warm_up_s']:.0f}" for hops in HOPS)
+        cells = [
+            f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f}, RTF {c['rtf']:.2f}" for c in (r[f"{b}_{hops}"] for b in BACKENDS)
+        ]
+        lines.append(f"| {hops} ({hops * 12.5:g} ms of audio) | " + " | ".join(cells) + " |")
+    warm_ups = "; ".join(
+        f"{b}: " + ", ".join(f"{r[f'{b}_{hops}']['warm_up_s']:.0f}" for hops in HOPS) for b in BACKENDS[1:]
+    )
     lines += [
         "",
-        f"Compiled: `VoiceConversion(..., compile=True)`; its warm-up (compiling) took {warm_ups} s for {HOPS} hops "
-        "per push in this run (the compiler's cache, kept between runs, makes a first run much slower).",
+        f"Warm-up (compiling or exporting the hop step, in s, for {HOPS} hops per push): {warm_ups}.",
+        "",
+        "One-hop pushes beside one busy process on the same cores (`busy_*` stages):",
+        "",
+        "| backend | threads | p50 (ms) | p99 (ms) | real-time factor |",
+        "|---|---|---|---|---|",
     ]
+    for backend, threads, spin in BUSY:
+        c = r[f"busy_{backend}_{threads}t{'_spin' if spin else ''}"]
+        note = ", spinning" if spin else ""
+        lines.append(f"| {backend} | {threads}{note} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} | {c['rtf']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,8 +174,9 @@ def histogram(report: dict, path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for hops in HOPS:
-        ax.hist(report["results"][f"stream_{hops}"]["push_ms"], bins=40, alpha=0.6, label=f"{hops} hop(s) per push")
-    ax.hist(report["results"]["compiled_1"]["push_ms"], bins=40, alpha=0.6, label="1 hop per push, compiled")
+        ax.hist(report["results"][f"eager_{hops}"]["push_ms"], bins=40, alpha=0.6, label=f"{hops} hop(s) per push")
+    for backend in BACKENDS[1:]:
+        ax.hist(report["results"][f"{backend}_1"]["push_ms"], bins=40, alpha=0.6, label=f"1 hop per push, {backend}")
     ax.set_xlabel("compute per push (ms)")
     ax.set_ylabel("pushes")
     ax.set_title(f"Streaming voice conversion, {report['cpu']}")

@@ -38,12 +38,18 @@ def require_onnxruntime():
     return onnxruntime
 
 
+# Whether onnxruntime's threads spin while they wait for work (its own default). Off: on a machine with other
+# work, a spinning thread takes a core from it and from the next tick (bench.report, busy_* stages).
+SPINNING = False
+
+
 def session(model: bytes | str | Path, threads: int = 1):
     """An onnxruntime CPU session for `model` (serialized, or a file) on `threads` threads."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if SPINNING else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: its notes on nodes it cannot fold are not the user's concern
     return ort.InferenceSession(

@@ -143,7 +143,7 @@ class _Stream:
         self.end(range(self.batch_size))
         self.finished = True
         with torch.inference_mode():
-            return self._drain(self._stops(final=True))
+            return self._drain(self._stops(final=True), trimmed=False)
 
     # -- ticks -----------------------------------------------------------------------------------------
 
@@ -185,8 +185,13 @@ class _Stream:
             return self.settled_ticks(x)
         return self.op.step(x, self.clock)
 
-    def _drain(self, stops: list[int]) -> torch.Tensor:
-        """Feed the pending samples and then silence (beyond every row's end) until each row reaches `stops`."""
+    def _drain(self, stops: list[int], trimmed: bool) -> torch.Tensor:
+        """Feed the pending samples and then silence (beyond every row's end) until each row reaches `stops`.
+
+        `trimmed` (a lookahead's drain, on every push): every op computes only what reaches the outputs not handed
+        out yet, and leaves its state alone. Untrimmed (`flush`, once a signal): whole hops through every op,
+        the same shapes whichever rows share the batch, so a row's result is bit for bit what it gives alone
+        (`encode_many` relies on it: the float rounding of the ops' kernels depends on their shapes)."""
         starts = self._starts()
         needed = max(-(-(stop - start) // self.out_per_hop) for stop, start in zip(stops, starts))
         if needed <= 0:
@@ -195,7 +200,10 @@ class _Stream:
         x[..., : self.pending.shape[2]] = self.pending
         self.pending = self.pending[..., :0]
         self.clock.settled = False  # the silence after the ends reaches them
-        # Every op computes only what reaches the outputs not handed out yet, and leaves its state alone.
+        if not trimmed:
+            y = self.op.step(x, self.clock)
+            self.clock.hops = [h + needed for h in self.clock.hops]
+            return self._emit(y, starts, stops)
         inputs = self.op.limit(list(zip(self.emitted, stops)), self.clock)
         try:
             y = self.op.step(x[..., inputs[0][0] - self.clock.hops[0] * self.in_per_hop :], self.clock)
@@ -212,7 +220,7 @@ class _Stream:
             return self._nothing()
         hops, ends, pending = list(self.clock.hops), list(self.clock.ends), self.pending
         self.clock.ends = [self._received(b) if end is None else end for b, end in enumerate(ends)]
-        out = self._drain(stops)  # a drain leaves the states alone
+        out = self._drain(stops, trimmed=True)  # leaves the states alone
         self.clock.hops, self.clock.ends, self.pending = hops, ends, pending
         return out
 
