@@ -10,7 +10,7 @@ import torch
 
 from rtcodec import HOP_LENGTH, OFFICIAL, SAMPLE_RATE, FACodecDecoder, FACodecEncoder
 from rtcodec.pipelines import VoiceConversion
-from rtcodec.streaming import decode_offline, encode_offline
+from rtcodec.streaming import decode_offline, encode_offline, plain_computation
 
 AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 HOP_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 12.5 ms: the real-time budget of a one-hop push
@@ -41,9 +41,14 @@ def speech(seconds: float = 10.0) -> torch.Tensor:
 def round_trip(encoder, decoder, wav: torch.Tensor, fast: bool) -> torch.Tensor:
     """Encode, quantize and decode: the reference path is the plain transcription of the published code."""
     with torch.inference_mode():
-        enc = encode_offline(encoder, wav) if fast else encoder(wav)
-        emb, _, _, _, spk = decoder(enc)
-        return decode_offline(decoder, emb, spk) if fast else decoder.inference(emb, spk)
+        if fast:
+            enc = encode_offline(encoder, wav)
+            emb, _, _, _, spk = decoder(enc)
+            return decode_offline(decoder, emb, spk)
+        with plain_computation():
+            enc = encoder(wav)
+            emb, _, _, _, spk = decoder(enc)
+            return decoder.inference(emb, spk)
 
 
 def voice_conversion(encoder, decoder, wav: torch.Tensor, hops_per_push: int, backend=None, lookahead=None):

@@ -1,7 +1,7 @@
 """What each latency preset of `rtcodec live` costs: `python -m bench.latency_presets`.
 
 Streaming voice conversion (full-size models, random weights, 4 s of speech) op by op, for each preset of
-`rtcodec.pipelines.LATENCY_PRESETS` and pushes of 1, 2 and 4 hops: p50 and p99 per push and the real-time
+`rtcodec.pipelines.LATENCY_PRESETS` and pushes of 1, 2, 4 and 8 hops: p50 and p99 per push and the real-time
 factor (compute time over audio time; below 1 keeps up). Prints a table with the CPU it ran on.
 """
 
@@ -14,7 +14,7 @@ from rtcodec.pipelines import LATENCY_PRESETS
 from .common import latency, models, realtime_factor, speech, stream_push_times, voice_conversion
 from .report import cpu_name
 
-HOPS = (1, 2, 4)
+HOPS = (1, 2, 4, 8)
 
 
 def main() -> None:

@@ -189,6 +189,9 @@ def histogram(report: dict, path: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stage", choices=STAGES, help="run one measurement and print it as JSON (internal)")
+    parser.add_argument(
+        "--only", nargs="+", choices=STAGES, metavar="STAGE", help="run only these stages; the others from today's file"
+    )
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(run_stage(args.stage)))
@@ -200,14 +203,17 @@ def main() -> None:
         "torch": torch.__version__,
         "results": {},
     }
-    for i, stage in enumerate(STAGES, 1):
-        print(f"[{i}/{len(STAGES)}] {stage}", file=sys.stderr, flush=True)
+    stem = RESULTS / f"cpu-{report['date']}"
+    if args.only:
+        report["results"] = json.loads(stem.with_suffix(".json").read_text())["results"]
+    stages = args.only or STAGES
+    for i, stage in enumerate(stages, 1):
+        print(f"[{i}/{len(stages)}] {stage}", file=sys.stderr, flush=True)
         out = subprocess.run(
             [sys.executable, "-m", "bench.report", "--stage", stage], check=True, capture_output=True, text=True
         )
         report["results"][stage] = json.loads(out.stdout.strip().splitlines()[-1])
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"cpu-{report['date']}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     histogram(report, stem.with_suffix(".png"))

@@ -19,6 +19,8 @@ onnxruntime). The other ticks run op by op, with the same result.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -365,13 +367,29 @@ class DecoderStream(_Stream):
 Progress = Callable[[int, int], None]  # (done, total) in input units
 
 
+_plain = contextvars.ContextVar("plain_computation", default=False)
+
+
+@contextlib.contextmanager
+def plain_computation():
+    """Within this, the drop-in calls run the plain transcription of the published computation (what the
+    benchmarks compare the fast path with)."""
+    token = _plain.set(True)
+    try:
+        yield
+    finally:
+        _plain.reset(token)
+
+
 def takes_fast_path(model: nn.Module) -> bool:
     """Whether the drop-in calls (`encoder(wav)`, `decoder.inference`) run on the stream engine offline: for fp32
     models on the CPU (measured there: a third of the plain computation's cost on 10 s) when no gradient is being
-    recorded (the engine runs without autograd) and nothing is tracing. Elsewhere, the plain computation."""
+    recorded (the engine runs without autograd), nothing is tracing and `plain_computation` is not in force.
+    Elsewhere, the plain computation."""
     parameter = next(model.parameters())
     return (
-        parameter.device.type == "cpu"
+        not _plain.get()
+        and parameter.device.type == "cpu"
         and parameter.dtype == torch.float32
         and not torch.is_grad_enabled()
         and not torch.jit.is_tracing()

@@ -54,6 +54,14 @@ def register(commands) -> None:
     )
     c.add_argument("--hops-per-block", type=int, default=4, help="12.5 ms hops per audio block (default: 4)")
     c.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for the conversion (default: 1). More help only on an idle machine: beside other work, "
+        "each of a hop's hundreds of small operations waits for a descheduled thread (2 cores with one busy "
+        "process: 575 ms a hop on 2 threads, 21 ms on 1; bench/README.md)",
+    )
+    c.add_argument(
         "--backend",
         choices=BACKENDS,
         help="how the steady hop step runs: eager (op by op; the CPU default), compile (torch.compile: needs a C++ "
@@ -170,6 +178,9 @@ def run_live(args: argparse.Namespace) -> None:
         raise CommandError("live needs --reference REF.wav (the target voice)")
     if args.hops_per_block < 1:
         raise CommandError(f"--hops-per-block must be at least 1, got {args.hops_per_block}")
+    if args.threads < 1:
+        raise CommandError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     _check_devices(sd, args)
     reference = audio.read(args.reference)
     models = load(args, "v1")
