@@ -12,7 +12,7 @@ import torch
 from rtcodec.pipelines import LATENCY_PRESETS
 
 from .common import latency, models, realtime_factor, speech, stream_push_times, voice_conversion
-from .report import cpu_name
+from .report import cpu_isa, cpu_name
 
 HOPS = (1, 2, 4, 8)
 
@@ -21,7 +21,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     encoder, decoder = models()
     wav = speech(4.0)
-    print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"CPU: {cpu_name()} ({cpu_isa()}), {torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| preset | latency | hops per push | p50 / p99 per push | RTF |")
     print("|---|---|---|---|---|")
     for name, lookahead in LATENCY_PRESETS.items():

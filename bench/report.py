@@ -50,6 +50,19 @@ STAGES = [
 ]
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_isa() -> str:
+    """The vector extensions of this CPU that matter to the kernels torch and onnxruntime pick."""
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.exists() else []:
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return " ".join(flag for flag in ISA_FLAGS if flag in flags) or "no AVX2"
+    return platform.machine()
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
         if line.startswith("model name"):
@@ -107,6 +120,14 @@ def _measure(name: str, encoder, decoder) -> dict:
         return {"seconds_per_audio_second": best / SECONDS}
 
 
+def _onnxruntime_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return "absent"
+    return onnxruntime.__version__
+
+
 def markdown(report: dict) -> str:
     r = report["results"]
     ref, ref_pieces, fast = (
@@ -115,7 +136,9 @@ def markdown(report: dict) -> str:
     lines = [
         f"# CPU benchmark, {report['date']}",
         "",
-        f"{report['cpu']}, {report['threads']} threads, torch {report['torch']}. Full-size FACodec (random weights), "
+        f"{report['cpu']} ({report.get('isa', 'ISA not recorded')}), {report['threads']} threads, "
+        f"torch {report['torch']}, onnxruntime {report.get('onnxruntime', 'absent')}. "
+        "Full-size FACodec (random weights), "
         f"{SECONDS:.0f} s of speech, best of {REPEAT} runs. Command: `python -m bench.report`.",
         "",
         "| offline round trip (encode, quantize, decode) | s per audio s | peak RSS (MB) |",
@@ -199,7 +222,9 @@ def main() -> None:
     report = {
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_name(),
+        "isa": cpu_isa(),
         "threads": torch.get_num_threads(),
+        "onnxruntime": _onnxruntime_version(),
         "torch": torch.__version__,
         "results": {},
     }
