@@ -26,10 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .onnx_stream import FORMAT, MANIFEST
 from .stream_ops import OPEN_END, Clock, StreamOp
-
-MANIFEST = "manifest.json"
-FORMAT = 1  # the manifest's format version
 
 
 class Tick(nn.Module):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 1  # of the manifest: what `rtcodec.export` writes and this module reads
 
 
 class ExportError(ValueError):
