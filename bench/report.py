@@ -32,21 +32,30 @@ STREAM_SECONDS = 4.0
 REPEAT = 3
 HOPS = (1, 2, 4, 8)  # hops per push of the streaming stages
 BACKENDS = ("eager", "compile", "onnxruntime")
-# One-hop pushes beside a busy process: (backend, threads, onnxruntime's threads spinning while they wait).
+# Pushes beside a busy process: (backend, threads, onnxruntime's threads spinning while they wait, hops per push).
 BUSY = [
-    ("eager", 1, False),
-    ("eager", 2, False),
-    ("onnxruntime", 1, False),
-    ("onnxruntime", 2, False),
-    ("onnxruntime", 2, True),
+    ("eager", 1, False, 1),
+    ("eager", 2, False, 1),
+    ("onnxruntime", 1, False, 1),
+    ("onnxruntime", 2, False, 1),
+    ("onnxruntime", 2, True, 1),
+    ("eager", 1, False, 4),
 ]
+ONE_THREAD = (1, 4)  # hops per push of eager pushes on one thread, quiet machine (what `rtcodec live` runs)
+
+
+def busy_stage(backend: str, threads: int, spin: bool, hops: int) -> str:
+    return f"busy_{backend}_{threads}t{'_spin' if spin else ''}{'' if hops == 1 else f'_{hops}h'}"
+
+
 STAGES = [
     "reference_10s",
     "reference_1s_pieces",
     "fast_10s",
     "fast_1s_pieces",
     *(f"{backend}_{hops}" for backend in BACKENDS for hops in HOPS),
-    *(f"busy_{backend}_{threads}t{'_spin' if spin else ''}" for backend, threads, spin in BUSY),
+    *(f"eager_{hops}_1t" for hops in ONE_THREAD),
+    *(busy_stage(*case) for case in BUSY),
 ]
 
 
@@ -75,11 +84,14 @@ def run_stage(name: str) -> dict:
     torch.set_grad_enabled(False)
     busy = None
     if name.startswith("busy_"):
-        _, backend, threads, *spin = name.split("_")
-        torch.set_num_threads(int(threads[:-1]))
-        onnx_stream.SPINNING = bool(spin)
-        name = f"{backend}_1"
+        backend, threads, spin, hops = next(case for case in BUSY if busy_stage(*case) == name)
+        torch.set_num_threads(threads)
+        onnx_stream.SPINNING = spin
+        name = f"{backend}_{hops}"
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one core's worth of other work
+    elif name.endswith("_1t"):
+        torch.set_num_threads(1)
+        name = name[: -len("_1t")]
     try:
         result = _measure(name, encoder, decoder)
     finally:
@@ -174,15 +186,26 @@ def markdown(report: dict) -> str:
         "",
         f"Warm-up (compiling or exporting the hop step, in s, for {HOPS} hops per push): {warm_ups}.",
         "",
-        "One-hop pushes beside one busy process on the same cores (`busy_*` stages):",
+        "Eager on one thread, quiet machine (what `rtcodec live` runs): "
+        + "; ".join(
+            f"{hops} hop(s) per push {c['p50_ms']:.1f} / {c['p99_ms']:.1f} ms, RTF {c['rtf']:.2f}"
+            for hops, c in ((hops, r.get(f"eager_{hops}_1t")) for hops in ONE_THREAD)
+            if c
+        )
+        + ".",
         "",
-        "| backend | threads | p50 (ms) | p99 (ms) | real-time factor |",
-        "|---|---|---|---|---|",
+        "Pushes beside one busy process on the same cores (`busy_*` stages):",
+        "",
+        "| backend | threads | hops per push | p50 (ms) | p99 (ms) | real-time factor |",
+        "|---|---|---|---|---|---|",
     ]
-    for backend, threads, spin in BUSY:
-        c = r[f"busy_{backend}_{threads}t{'_spin' if spin else ''}"]
-        note = ", spinning" if spin else ""
-        lines.append(f"| {backend} | {threads}{note} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} | {c['rtf']:.2f} |")
+    for backend, threads, spin, hops in BUSY:
+        c = r.get(busy_stage(backend, threads, spin, hops))
+        if c:
+            note = ", spinning" if spin else ""
+            lines.append(
+                f"| {backend} | {threads}{note} | {hops} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} | {c['rtf']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
