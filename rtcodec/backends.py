@@ -16,6 +16,7 @@ first (`VoiceConversion.warm_up`).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -24,6 +25,16 @@ import torch
 from .stream_ops import Clock, StreamOp
 
 BACKENDS = ("eager", "compile", "cuda-graph", "onnxruntime")
+
+
+def default_threads() -> int:
+    """CPU threads for live streams (`rtcodec live`, `rtcodec serve`): one core is left to everything else (the
+    audio callback, the event loop, the user's other programs). With every core in torch's team, each of a hop's
+    hundreds of small parallel operations waits whenever something else takes a core: beside one busy process on
+    2 cores a one-hop push took 575 ms on 2 threads and 21 ms on 1 (bench.report, busy stages); a server tick
+    75 ms instead of 40 (bench.serve)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
 
 SettledTicks = Callable[[torch.Tensor], torch.Tensor]  # a settled tick's input to its output; states in place
 

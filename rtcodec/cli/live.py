@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import audio
-from ..backends import BACKENDS
+from ..backends import BACKENDS, default_threads
 from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import LATENCY_PRESETS, VoiceConversion
 from ..streaming import StreamOptions
@@ -56,10 +56,9 @@ def register(commands) -> None:
     c.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="CPU threads for the conversion (default: 1). More help only on an idle machine: beside other work, "
-        "each of a hop's hundreds of small operations waits for a descheduled thread (2 cores with one busy "
-        "process: 575 ms a hop on 2 threads, 21 ms on 1; bench/README.md)",
+        help="CPU threads for the conversion (default: one fewer than the machine's cores). All of them help only "
+        "on an idle machine: beside other work, each of a hop's hundreds of small operations waits for a "
+        "descheduled thread (2 cores and one busy process: 575 ms a hop on 2 threads, 21 ms on 1)",
     )
     c.add_argument(
         "--backend",
@@ -178,9 +177,9 @@ def run_live(args: argparse.Namespace) -> None:
         raise CommandError("live needs --reference REF.wav (the target voice)")
     if args.hops_per_block < 1:
         raise CommandError(f"--hops-per-block must be at least 1, got {args.hops_per_block}")
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise CommandError(f"--threads must be at least 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
     _check_devices(sd, args)
     reference = audio.read(args.reference)
     models = load(args, "v1")

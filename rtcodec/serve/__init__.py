@@ -3,6 +3,7 @@
 Needs the `serve` extra (`pip install 'rtcodec[serve]'`); `import rtcodec` does not import this package.
 """
 
-from .app import ServeOptions, create_app, default_threads
+from ..backends import default_threads
+from .app import ServeOptions, create_app
 
 __all__ = ["ServeOptions", "create_app", "default_threads"]

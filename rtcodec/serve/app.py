@@ -49,12 +49,6 @@ class ServeOptions:
     max_pending_s: float = 1.0  # audio a caller may send ahead of the ticks before it is cut off as too fast
 
 
-def default_threads() -> int:
-    """Torch threads for a server: one core is left to the event loop. With every core in torch's team, each
-    parallel operation waits whenever the loop takes a core (2 cores: 75 ms a tick instead of 40, bench.serve)."""
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
 def bundled_voices() -> dict[str, Path]:
     folder = resources.files("rtcodec.serve") / "voices"
     return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".wav")}
