@@ -86,13 +86,13 @@ class OnnxStream:
             raise ValueError(f"stage is 'encoder' or 'decoder', got {stage!r}")
         self.directory = Path(directory)
         manifest = load_manifest(self.directory)
-        self.m = manifest[stage]
+        self.spec = manifest[stage]  # this stage's part of the manifest
         self.stage, self.batch_size, self.hop_length = stage, manifest["batch_size"], manifest["hop_length"]
         self.open_end = manifest["open_end"]
-        self.settled = session(self.directory / self.m["settled"], threads)
-        self.edges = session(self.directory / self.m["edges"], threads)
-        self.state_names = [f"state_{i}" for i in range(len(self.m["states"]))]
-        exact = self.m["exact_lookahead_samples"]
+        self.settled = session(self.directory / self.spec["settled"], threads)
+        self.edges = session(self.directory / self.spec["edges"], threads)
+        self.state_names = [f"state_{i}" for i in range(len(self.spec["states"]))]
+        exact = self.spec["exact_lookahead_samples"]
         if lookahead is not None and (not isinstance(lookahead, int) or lookahead < 0):
             raise ValueError(f"lookahead must be a number of samples >= 0 or None (exact), got {lookahead!r}")
         self.lookahead = lookahead if lookahead is not None and lookahead < exact else None
@@ -101,14 +101,14 @@ class OnnxStream:
     @property
     def lookahead_samples(self) -> int:
         if self.lookahead is None:
-            return self.m["exact_lookahead_samples"]
+            return self.spec["exact_lookahead_samples"]
         # The decoder's frames arrive whole: its first sample waits a frame's worth at least.
         return self.lookahead if self.stage == "encoder" else max(self.lookahead, self.hop_length - 1)
 
     def reset(self) -> None:
         """Start a new signal in every row."""
-        self.states = [np.zeros(shape, np.float32) for shape in self.m["states"]]
-        self.pending = np.zeros((self.batch_size, self.m["in_channels"], 0), np.float32)
+        self.states = [np.zeros(shape, np.float32) for shape in self.spec["states"]]
+        self.pending = np.zeros((self.batch_size, self.spec["in_channels"], 0), np.float32)
         self.hops, self.emitted, self.finished = 0, 0, False
 
     def push(self, x: np.ndarray) -> np.ndarray:
@@ -116,13 +116,13 @@ class OnnxStream:
         if self.finished:
             raise RuntimeError("this stream was flushed: call reset() to start a new signal")
         x = np.asarray(x, dtype=np.float32)
-        expected = (self.batch_size, self.m["in_channels"])
+        expected = (self.batch_size, self.spec["in_channels"])
         if x.ndim != 3 or x.shape[:2] != expected:
             raise ValueError(f"push takes an array shaped [{expected[0]}, {expected[1]}, n], got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("the pushed samples are not all finite (NaN or infinity)")
         data = np.concatenate([self.pending, x], axis=2)
-        per_hop = self.m["in_per_hop"]
+        per_hop = self.spec["in_per_hop"]
         hops = data.shape[2] // per_hop
         self.pending = data[..., hops * per_hop :]
         outs = [self._tick(data[..., h * per_hop : (h + 1) * per_hop], None) for h in range(hops)]
@@ -144,13 +144,13 @@ class OnnxStream:
         """One hop, through the settled graph where no window can reach an edge; returns the output and the
         position of its first sample."""
         feed = {"x": np.ascontiguousarray(x), **dict(zip(self.state_names, self.states))}
-        if end is None and self.hops >= self.m["settled_hops"]:
+        if end is None and self.hops >= self.spec["settled_hops"]:
             y, *self.states = self.settled.run(None, feed)
         else:
             feed["hops"] = np.full(self.batch_size, self.hops, np.int64)
             feed["ends"] = np.full(self.batch_size, self.open_end if end is None else end, np.int64)
             y, *self.states = self.edges.run(None, feed)
-        start = self.hops * self.m["out_per_hop"] + self.m["out_offset"]
+        start = self.hops * self.spec["out_per_hop"] + self.spec["out_offset"]
         self.hops += 1
         return y, start
 
@@ -165,10 +165,10 @@ class OnnxStream:
 
     def _drain(self, end: int, stop: int) -> np.ndarray:
         """Feed the pending input, then silence, as if the signal ended at `end`, until `stop` is handed out."""
-        per_hop, outs = self.m["in_per_hop"], []
+        per_hop, outs = self.spec["in_per_hop"], []
         data, self.pending = self.pending, self.pending[..., :0]
         while self.emitted < stop:
-            x = np.zeros((self.batch_size, self.m["in_channels"], per_hop), np.float32)
+            x = np.zeros((self.batch_size, self.spec["in_channels"], per_hop), np.float32)
             x[..., : data.shape[2]] = data[..., :per_hop]
             data = data[..., per_hop:]
             outs.append(self._emit(*self._tick(x, end), stop))
@@ -191,18 +191,18 @@ class OnnxStream:
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _received(self) -> int:
-        return self.hops * self.m["in_per_hop"] + self.pending.shape[2]
+        return self.hops * self.spec["in_per_hop"] + self.pending.shape[2]
 
     def _out_length(self, n: int) -> int:
         """The offline output length of an input of length n."""
-        per_hop, first = self.m["in_per_hop"], self.m["length_from"]
+        per_hop, first = self.spec["in_per_hop"], self.spec["length_from"]
         if n < first:  # shorter than any live signal: count it out from the table's first period
             hops = -(-(first - n) // per_hop)
-            return self._out_length(n + hops * per_hop) - hops * self.m["out_per_hop"]
-        return self.m["length_table"][n % per_hop] + (n // per_hop) * self.m["out_per_hop"]
+            return self._out_length(n + hops * per_hop) - hops * self.spec["out_per_hop"]
+        return self.spec["length_table"][n % per_hop] + (n // per_hop) * self.spec["out_per_hop"]
 
     def _cat(self, outs: list[np.ndarray]) -> np.ndarray:
-        empty = np.zeros((self.batch_size, self.m["out_channels"], 0), np.float32)
+        empty = np.zeros((self.batch_size, self.spec["out_channels"], 0), np.float32)
         return np.concatenate([empty, *outs], axis=2)
 
 
@@ -242,7 +242,7 @@ class OnnxVoiceConversion:
         if frames.shape[2]:
             frames = self.front.run(None, {"codes": self.codes(frames), **self.timbre})[0]
         else:
-            frames = np.zeros((frames.shape[0], self.decoder.m["in_channels"], 0), np.float32)
+            frames = np.zeros((frames.shape[0], self.decoder.spec["in_channels"], 0), np.float32)
         return self.decoder.push(frames)
 
     def push(self, audio: np.ndarray) -> np.ndarray:
