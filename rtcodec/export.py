@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .config import SAMPLE_RATE
 from .onnx_stream import FORMAT, MANIFEST
 from .stream_ops import OPEN_END, Clock, StreamOp
 
@@ -72,18 +74,26 @@ def tick_graph(op: StreamOp, states: list[torch.Tensor], x: torch.Tensor, edges:
 
 
 def _export(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str], dynamic=None) -> bytes:
-    # The exporter reports its steps on stdout and warns about modules it does not use: neither helps here.
+    # The exporter reports its steps on stdout and logs and warns about modules it does not use (torchvision's):
+    # none of it helps here.
+    log = logging.getLogger("torch.onnx")
+    level = log.level
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module.eval(),
-            args,
-            dynamo=True,
-            optimize=False,
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_shapes=dynamic,
-        )
+        log.setLevel(logging.ERROR)
+        try:
+            # onnxscript's optimizer took over 5 minutes a graph; onnxruntime optimizes at load instead.
+            program = torch.onnx.export(
+                module.eval(),
+                args,
+                dynamo=True,
+                optimize=False,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_shapes=dynamic,
+            )
+        finally:
+            log.setLevel(level)
     return program.model_proto.SerializeToString()
 
 
@@ -191,7 +201,7 @@ def export_onnx(
             progress(name)
 
     encoder_stream = EncoderStream(encoder, batch_size=batch_size)
-    decoder_stream = DecoderStream(decoder, torch.zeros(batch_size, 256), batch_size=batch_size)
+    decoder_stream = DecoderStream(decoder, torch.zeros(batch_size, decoder.in_channels), batch_size=batch_size)
     frames = torch.zeros(batch_size, decoder.in_channels, 3)
     time = torch.export.Dim("frames", min=1)  # the quantizer and the front take any number of frames
     write("quantize.onnx", _export(_Quantize(decoder), (frames,), ["frames"], ["codes"], {"frames": {2: time}}))
@@ -204,10 +214,11 @@ def export_onnx(
             _Front(decoder, use_residual), (codes, gamma, beta), ["codes", "gamma", "beta"], ["frames"], dynamic
         )
         write(name, graph)
-    write("timbre.onnx", _export(_Timbre(decoder), (torch.zeros(batch_size, 256),), ["speaker"], ["gamma", "beta"]))
+    speakers = torch.zeros(batch_size, decoder.in_channels)
+    write("timbre.onnx", _export(_Timbre(decoder), (speakers,), ["speaker"], ["gamma", "beta"]))
     manifest = {
         "format": FORMAT,
-        "sample_rate": 16000,
+        "sample_rate": SAMPLE_RATE,
         "hop_length": encoder.hop_length,
         "batch_size": batch_size,
         "tick_hops": 1,
