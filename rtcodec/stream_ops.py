@@ -95,11 +95,19 @@ class Clock:
             self.hops[b], self.ends[b] = 0, None
 
 
-def _sized(x: torch.Tensor, need: int | None) -> torch.Tensor:
+def _sized(x: torch.Tensor, need: int) -> torch.Tensor:
     """A drain tick's input cut, or padded with zeros (past the signal's end: the edges get fixed), to `need`."""
-    if need is None or x.shape[2] == need:
+    if x.shape[2] == need:
         return x
     return x[..., :need] if x.shape[2] > need else F.pad(x, (0, need - x.shape[2]))
+
+
+def _drain_slice(state: torch.Tensor, x: torch.Tensor, skip_in: int, start: int, width: int) -> torch.Tensor:
+    """In a drain, [start, start + width) of cat(state, the tick's whole input), where `x` is that input from
+    `skip_in` on: the state is read only when the input is whole (then the slice may reach into it)."""
+    whole = torch.cat([state, x], dim=2) if skip_in == 0 else x
+    first = 0 if skip_in == 0 else state.shape[2] + skip_in  # the whole tick's index of `whole`'s first sample
+    return _sized(whole[..., start - first :], width)
 
 
 OPEN_END = 1 << 40  # an exported tick's end of a row that has not ended
@@ -263,9 +271,7 @@ class _Windowed(StreamOp):
                 self.state.copy_(window[..., -self.context :])
         else:  # x is the tick's input from skip_in; past what came, zeros (the edges are fixed below)
             x = _sized(x, drain.count_in)
-            window = torch.cat([self.state, x], dim=2) if drain.skip_in == 0 else x
-            first = 0 if drain.skip_in == 0 else self.context + drain.skip_in  # window index 0 in the whole tick
-            window = _sized(window[..., drain.start - first :], drain.width)
+            window = _drain_slice(self.state, x, drain.skip_in, drain.start, drain.width)
         if self.fixes_edges and not clock.settled:
             window = _fix_edges(window, self._firsts(clock), self._lengths(clock), self.replicate)
         return window
@@ -542,9 +548,7 @@ class Residual(StreamOp):
         skip, skip_in, count_in, inner_skip = self.drain
         x = _sized(x, count_in)  # the tick's input from skip_in
         y = self.inner.step(x[..., inner_skip - skip_in :], clock)
-        line = torch.cat([self.line, x], dim=2) if skip_in == 0 else x  # the tick's delay line from `first`
-        first = 0 if skip_in == 0 else self.delay + skip_in
-        return y + _sized(line[..., skip - first :], y.shape[2])
+        return y + _drain_slice(self.line, x, skip_in, skip, y.shape[2])  # the delay line is its own window
 
     def input_range(self, j):
         first, last = self.inner.input_range(j)

@@ -202,17 +202,17 @@ class _Stream:
         x[..., : self.pending.shape[2]] = self.pending
         self.pending = self.pending[..., :0]
         self.clock.settled = False  # the silence after the ends reaches them
-        if not trimmed:
-            y = self.op.step(x, self.clock)
-            self.clock.hops = [h + needed for h in self.clock.hops]
-            return self._emit(y, starts, stops)
-        inputs = self.op.limit(list(zip(self.emitted, stops)), self.clock)
+        skip = 0  # outputs of the tick not computed (a trimmed drain starts at the first not handed out)
+        if trimmed:
+            inputs = self.op.limit(list(zip(self.emitted, stops)), self.clock)
+            x = x[..., inputs[0][0] - self.clock.hops[0] * self.in_per_hop :]
+            skip = max(0, min(emitted - start for emitted, start in zip(self.emitted, starts)))
         try:
-            y = self.op.step(x[..., inputs[0][0] - self.clock.hops[0] * self.in_per_hop :], self.clock)
+            y = self.op.step(x, self.clock)
         finally:
-            self.op.limit(None, self.clock)
+            if trimmed:
+                self.op.limit(None, self.clock)
         self.clock.hops = [h + needed for h in self.clock.hops]
-        skip = max(0, min(emitted - start for emitted, start in zip(self.emitted, starts)))
         return self._emit(y, [start + skip for start in starts], stops)
 
     def _speculate(self) -> torch.Tensor:
