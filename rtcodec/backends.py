@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 
+from .export import state_names, tick_graph
+from .onnx_stream import require_onnxruntime, session
 from .stream_ops import Clock, StreamOp
 
 BACKENDS = ("eager", "compile", "cuda-graph", "onnxruntime")
@@ -43,17 +45,12 @@ def resolve(backend: str | None, device: torch.device) -> str:
     """The backend a stream on `device` uses for `backend` (None: the device's default), checked."""
     if backend is None:
         return "cuda-graph" if device.type == "cuda" else "eager"
-    if backend not in BACKENDS:
-        raise ValueError(
-            f"backend must be one of {', '.join(BACKENDS)} (or None: the device's default), got {backend!r}"
-        )
+    # `StreamOptions` checked that it is one of BACKENDS; here, whether it suits the device.
     if backend == "cuda-graph" and device.type != "cuda":
         raise ValueError(f"backend 'cuda-graph' needs the model on a CUDA device, not {device}")
     if backend in ("compile", "onnxruntime") and device.type != "cpu":
         raise ValueError(f"backend {backend!r} is for streams on the CPU; on CUDA the settled ticks replay CUDA graphs")
     if backend == "onnxruntime":
-        from .onnx_stream import require_onnxruntime
-
         require_onnxruntime()
     return backend
 
@@ -152,13 +149,11 @@ class OnnxTicks:
 
     def __init__(self, op: StreamOp, clock: Clock, states: list[torch.Tensor]) -> None:
         self.op, self.clock, self.states = op, clock, states
+        self.names = state_names(len(states))  # the graphs' state inputs
         self.seen: set[int] = set()
         self.sessions: dict[int, object] = {}  # by input samples per tick
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        from .export import state_names, tick_graph
-        from .onnx_stream import session
-
         size = x.shape[2]
         if size not in self.sessions:
             if size not in self.seen:
@@ -166,10 +161,7 @@ class OnnxTicks:
                 return self.op.step(x, self.clock)
             graph = tick_graph(self.op, self.states, x, edges=False)
             self.sessions[size] = session(graph, threads=torch.get_num_threads())
-        feed = {
-            "x": x.contiguous().numpy(),
-            **dict(zip(state_names(len(self.states)), (s.numpy() for s in self.states))),
-        }
+        feed = {"x": x.contiguous().numpy(), **dict(zip(self.names, (s.numpy() for s in self.states)))}
         y, *new = self.sessions[size].run(None, feed)
         for state, value in zip(self.states, new):
             state.copy_(torch.from_numpy(value))
