@@ -85,12 +85,12 @@ def _encode_batch(models: Pretrained, paths: list[Path], names: dict[Path, Path]
             wavs[path] = audio.read(path, notice=lambda message: None)
         except audio.AudioError as err:
             failed.append(_skip(path, err))
+    clips = [whole_frames(wav).to(device_of(models)) for wav in wavs.values()]  # as they are encoded
     try:
-        encoded = encode_many(models.encoder, [whole_frames(w).to(device_of(models)) for w in wavs.values()])
+        encoded = encode_many(models.encoder, clips)
     except ValueError:  # a clip too short in the batch: one by one, to name it
         encoded = [None] * len(wavs)
-    for (path, wav), enc in zip(wavs.items(), encoded):
-        padded = whole_frames(wav).to(device_of(models))
+    for (path, wav), padded, enc in zip(wavs.items(), clips, encoded):
         try:
             if enc is None:
                 enc = encode_many(models.encoder, [padded])[0]
