@@ -21,14 +21,14 @@ import json
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .config import SAMPLE_RATE
-from .onnx_stream import FORMAT, MANIFEST
+from .onnx_stream import FORMAT, MANIFEST, SHARED_GRAPHS, StageManifest
 from .stream_ops import OPEN_END, Clock, StreamOp
 
 
@@ -97,25 +97,6 @@ def _export(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str
     return program.model_proto.SerializeToString()
 
 
-@dataclass(frozen=True)
-class StageManifest:
-    """What a runner needs to know of one exported stream."""
-
-    in_channels: int
-    out_channels: int
-    in_per_hop: int
-    out_per_hop: int
-    out_offset: int
-    settled_hops: int
-    exact_lookahead_samples: int
-    #: out_length(n) = length_table[n % in_per_hop] + (n // in_per_hop) * out_per_hop for n >= length_from
-    length_table: list[int]
-    length_from: int
-    states: list[list[int]]  # shapes, in input order
-    settled: str  # file names
-    edges: str
-
-
 def _stage(stream, prefix: str, write: Callable[[str, bytes], None]) -> StageManifest:
     x = torch.zeros(stream.batch_size, stream.in_channels, stream.in_per_hop)
     files = {}
@@ -175,7 +156,7 @@ class _Quantize(nn.Module):
         return self.decoder._quantize(frames, frames, None)[1]
 
 
-GRAPHS = 8  # files export_onnx writes besides the manifest (for progress)
+GRAPHS = 2 * 2 + len(SHARED_GRAPHS)  # files export_onnx writes besides the manifest (for progress): two per stage
 
 
 def export_onnx(

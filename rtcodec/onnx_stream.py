@@ -16,6 +16,7 @@ there. A lookahead drain runs hop by hop through the exported edge tick here, so
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,29 @@ FORMAT = 1  # of the manifest: what `rtcodec.export` writes and this module read
 
 
 class ExportError(ValueError):
-    """An export directory that is missing, incomplete or of another format."""
+    """An export directory that is missing, incomplete, damaged or of another format."""
+
+
+@dataclass(frozen=True)
+class StageManifest:
+    """What a runner needs to know of one exported stream."""
+
+    in_channels: int
+    out_channels: int
+    in_per_hop: int
+    out_per_hop: int
+    out_offset: int
+    settled_hops: int
+    exact_lookahead_samples: int
+    #: out_length(n) = length_table[n % in_per_hop] + (n // in_per_hop) * out_per_hop for n >= length_from
+    length_table: list[int]
+    length_from: int
+    states: list[list[int]]  # shapes, in input order
+    settled: str  # file names
+    edges: str
+
+
+TOP_KEYS = ("batch_size", "hop_length", "open_end")  # what the runner reads besides the stages
 
 
 def require_onnxruntime():
@@ -57,21 +80,39 @@ def session(model: bytes | str | Path, threads: int = 1):
     )
 
 
+SHARED_GRAPHS = ("quantize.onnx", "front.onnx", "front_content.onnx", "timbre.onnx")  # besides the stages' ticks
+
+
+def _load(path: Path, threads: int):
+    """The session of an exported graph; a file onnxruntime cannot load is named as damaged."""
+    try:
+        return session(path, threads)
+    except ImportError:
+        raise
+    except Exception as err:  # onnxruntime's own errors (invalid protobuf, bad graph) share no base class
+        raise ExportError(f"{path} is damaged: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+
+
 def load_manifest(directory: str | Path) -> dict:
-    """The manifest of an export directory, checked: every file it names is there."""
+    """The manifest of an export directory, checked (its stages as `StageManifest`): every file it names is
+    there."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
         raise ExportError(f"{directory} is not an rtcodec ONNX export: {MANIFEST} is missing (rtcodec export --onnx)")
     try:
         manifest = json.loads(path.read_text())
-        stages = [manifest["encoder"], manifest["decoder"]]
-        files = [stage[kind] for stage in stages for kind in ("settled", "edges")]
+        missing = [key for key in (*TOP_KEYS, "encoder", "decoder") if key not in manifest]
+        if missing:
+            raise KeyError(", ".join(missing))
+        for stage in ("encoder", "decoder"):
+            manifest[stage] = StageManifest(**manifest[stage])
     except (ValueError, KeyError, TypeError) as err:
         raise ExportError(f"{path} is damaged: {err}") from err
     if manifest.get("format") != FORMAT:
         raise ExportError(f"{path} has format {manifest.get('format')!r}; this rtcodec reads format {FORMAT}")
-    for name in [*files, "quantize.onnx", "front.onnx", "front_content.onnx", "timbre.onnx"]:
+    stages = (manifest["encoder"], manifest["decoder"])
+    for name in [*(s.settled for s in stages), *(s.edges for s in stages), *SHARED_GRAPHS]:
         if not (directory / name).is_file():
             raise ExportError(f"{directory} is incomplete: {name} is missing")
     return manifest
@@ -89,10 +130,10 @@ class OnnxStream:
         self.spec = manifest[stage]  # this stage's part of the manifest
         self.stage, self.batch_size, self.hop_length = stage, manifest["batch_size"], manifest["hop_length"]
         self.open_end = manifest["open_end"]
-        self.settled = session(self.directory / self.spec["settled"], threads)
-        self.edges = session(self.directory / self.spec["edges"], threads)
-        self.state_names = [f"state_{i}" for i in range(len(self.spec["states"]))]
-        exact = self.spec["exact_lookahead_samples"]
+        self.settled = _load(self.directory / self.spec.settled, threads)
+        self.edges = _load(self.directory / self.spec.edges, threads)
+        self.state_names = [f"state_{i}" for i in range(len(self.spec.states))]
+        exact = self.spec.exact_lookahead_samples
         if lookahead is not None and (not isinstance(lookahead, int) or lookahead < 0):
             raise ValueError(f"lookahead must be a number of samples >= 0 or None (exact), got {lookahead!r}")
         self.lookahead = lookahead if lookahead is not None and lookahead < exact else None
@@ -101,14 +142,14 @@ class OnnxStream:
     @property
     def lookahead_samples(self) -> int:
         if self.lookahead is None:
-            return self.spec["exact_lookahead_samples"]
+            return self.spec.exact_lookahead_samples
         # The decoder's frames arrive whole: its first sample waits a frame's worth at least.
         return self.lookahead if self.stage == "encoder" else max(self.lookahead, self.hop_length - 1)
 
     def reset(self) -> None:
         """Start a new signal in every row."""
-        self.states = [np.zeros(shape, np.float32) for shape in self.spec["states"]]
-        self.pending = np.zeros((self.batch_size, self.spec["in_channels"], 0), np.float32)
+        self.states = [np.zeros(shape, np.float32) for shape in self.spec.states]
+        self.pending = np.zeros((self.batch_size, self.spec.in_channels, 0), np.float32)
         self.hops, self.emitted, self.finished = 0, 0, False
 
     def push(self, x: np.ndarray) -> np.ndarray:
@@ -116,13 +157,13 @@ class OnnxStream:
         if self.finished:
             raise RuntimeError("this stream was flushed: call reset() to start a new signal")
         x = np.asarray(x, dtype=np.float32)
-        expected = (self.batch_size, self.spec["in_channels"])
+        expected = (self.batch_size, self.spec.in_channels)
         if x.ndim != 3 or x.shape[:2] != expected:
             raise ValueError(f"push takes an array shaped [{expected[0]}, {expected[1]}, n], got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("the pushed samples are not all finite (NaN or infinity)")
         data = np.concatenate([self.pending, x], axis=2)
-        per_hop = self.spec["in_per_hop"]
+        per_hop = self.spec.in_per_hop
         hops = data.shape[2] // per_hop
         self.pending = data[..., hops * per_hop :]
         outs = [self._tick(data[..., h * per_hop : (h + 1) * per_hop], None) for h in range(hops)]
@@ -144,13 +185,13 @@ class OnnxStream:
         """One hop, through the settled graph where no window can reach an edge; returns the output and the
         position of its first sample."""
         feed = {"x": np.ascontiguousarray(x), **dict(zip(self.state_names, self.states))}
-        if end is None and self.hops >= self.spec["settled_hops"]:
+        if end is None and self.hops >= self.spec.settled_hops:
             y, *self.states = self.settled.run(None, feed)
         else:
             feed["hops"] = np.full(self.batch_size, self.hops, np.int64)
             feed["ends"] = np.full(self.batch_size, self.open_end if end is None else end, np.int64)
             y, *self.states = self.edges.run(None, feed)
-        start = self.hops * self.spec["out_per_hop"] + self.spec["out_offset"]
+        start = self.hops * self.spec.out_per_hop + self.spec.out_offset
         self.hops += 1
         return y, start
 
@@ -165,10 +206,10 @@ class OnnxStream:
 
     def _drain(self, end: int, stop: int) -> np.ndarray:
         """Feed the pending input, then silence, as if the signal ended at `end`, until `stop` is handed out."""
-        per_hop, outs = self.spec["in_per_hop"], []
+        per_hop, outs = self.spec.in_per_hop, []
         data, self.pending = self.pending, self.pending[..., :0]
         while self.emitted < stop:
-            x = np.zeros((self.batch_size, self.spec["in_channels"], per_hop), np.float32)
+            x = np.zeros((self.batch_size, self.spec.in_channels, per_hop), np.float32)
             x[..., : data.shape[2]] = data[..., :per_hop]
             data = data[..., per_hop:]
             outs.append(self._emit(*self._tick(x, end), stop))
@@ -191,18 +232,18 @@ class OnnxStream:
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _received(self) -> int:
-        return self.hops * self.spec["in_per_hop"] + self.pending.shape[2]
+        return self.hops * self.spec.in_per_hop + self.pending.shape[2]
 
     def _out_length(self, n: int) -> int:
         """The offline output length of an input of length n."""
-        per_hop, first = self.spec["in_per_hop"], self.spec["length_from"]
+        per_hop, first = self.spec.in_per_hop, self.spec.length_from
         if n < first:  # shorter than any live signal: count it out from the table's first period
             hops = -(-(first - n) // per_hop)
-            return self._out_length(n + hops * per_hop) - hops * self.spec["out_per_hop"]
-        return self.spec["length_table"][n % per_hop] + (n // per_hop) * self.spec["out_per_hop"]
+            return self._out_length(n + hops * per_hop) - hops * self.spec.out_per_hop
+        return self.spec.length_table[n % per_hop] + (n // per_hop) * self.spec.out_per_hop
 
     def _cat(self, outs: list[np.ndarray]) -> np.ndarray:
-        empty = np.zeros((self.batch_size, self.spec["out_channels"], 0), np.float32)
+        empty = np.zeros((self.batch_size, self.spec.out_channels, 0), np.float32)
         return np.concatenate([empty, *outs], axis=2)
 
 
@@ -223,9 +264,9 @@ class OnnxVoiceConversion:
         batch = manifest["batch_size"]
         self.encoder = OnnxStream(directory, "encoder", lookahead[0], threads)
         self.decoder = OnnxStream(directory, "decoder", lookahead[1], threads)
-        self.quantizer = session(directory / "quantize.onnx", threads)
-        self.front = session(directory / "front_content.onnx", threads)
-        gamma, beta = session(directory / "timbre.onnx", threads).run(None, {"speaker": np.repeat(speaker, batch, 0)})
+        self.quantizer = _load(directory / "quantize.onnx", threads)
+        self.front = _load(directory / "front_content.onnx", threads)
+        gamma, beta = _load(directory / "timbre.onnx", threads).run(None, {"speaker": np.repeat(speaker, batch, 0)})
         self.timbre = {"gamma": gamma, "beta": beta}
 
     @property
@@ -242,7 +283,7 @@ class OnnxVoiceConversion:
         if frames.shape[2]:
             frames = self.front.run(None, {"codes": self.codes(frames), **self.timbre})[0]
         else:
-            frames = np.zeros((frames.shape[0], self.decoder.spec["in_channels"], 0), np.float32)
+            frames = np.zeros((frames.shape[0], self.decoder.spec.in_channels, 0), np.float32)
         return self.decoder.push(frames)
 
     def push(self, audio: np.ndarray) -> np.ndarray:

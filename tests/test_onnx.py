@@ -194,5 +194,15 @@ def test_bad_export_directories(exported, tmp_path):
     (broken / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
     with pytest.raises(ExportError, match="format 99"):
         OnnxStream(broken, "encoder")
+    (broken / "manifest.json").write_text(json.dumps({**manifest, "encoder": {"in_channels": 1}}))
+    with pytest.raises(ExportError, match="damaged"):  # a stage with fields missing
+        OnnxStream(broken, "encoder")
+    (broken / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "batch_size"}))
+    with pytest.raises(ExportError, match="damaged: 'batch_size'"):
+        OnnxStream(broken, "encoder")
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    (broken / "decoder_edges.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ExportError, match="decoder_edges.onnx is damaged"):
+        OnnxStream(broken, "decoder")
     with pytest.raises(ValueError, match="stage is 'encoder' or 'decoder'"):
         OnnxStream(exported, "vocoder")
