@@ -14,9 +14,11 @@ speaker, at most every `REQUEST_INTERVAL_S`). A gap in frame indices is a loss: 
 frame it has for each missing one and counts them; a packet older than what was decoded is late and dropped.
 
 What a `Receiver` accepts (its threat model):
-- only packets from one peer: the address given, or else the source of the first valid packet; the rest
-  are counted as foreign and dropped, so a stranger can neither inject codes, set the voice, nor end the
-  signal (UDP source addresses can be forged by a host on the path: the codes are not authenticated);
+- only packets from one peer: the address given, or else the source of the first valid SPEAKER or CODES
+  packet (an END or REQUEST chooses no peer, and a REQUEST, which only receivers send, is never taken); the
+  rest are counted as foreign and dropped, so a stranger can neither inject codes, set the voice, nor end the
+  signal, before the sender's first packet or after (UDP source addresses can be forged by a host on the
+  path: the codes are not authenticated);
 - only well-formed packets: a wrong size, count, kind or value, or a NaN speaker, is counted as damaged;
 - only frame indices within `max_gap_frames` of the last frame received (a jump beyond is damage, not a
   gap to conceal), so no packet makes it decode more than that many frames of concealment;
@@ -169,11 +171,15 @@ class Sender:
         self.frames += count
         self.pending = self.pending[:, count:]
 
-    def end(self) -> None:
+    def end(self, spacing_s: float = 0.0) -> None:
+        """Send the last codes, then the END packet `END_REPEATS` times, `spacing_s` apart (spaced out, a burst of
+        other traffic that fills the receiver's socket buffer at one moment does not take every copy)."""
         if self.pending.shape[1]:
             self._send_codes(self.pending.shape[1])
         end = end_packet(self._next(), self.frames)
-        for _ in range(END_REPEATS):
+        for i in range(END_REPEATS):
+            if i and spacing_s:
+                time.sleep(spacing_s)
             self.send(end)
 
 
@@ -247,7 +253,7 @@ class Receiver:
         except PacketError:
             self.counts.damaged += 1
             return False
-        if not self._from_peer(source):
+        if not self._from_peer(source, packet.kind):
             self.counts.foreign += 1
             return False
         if packet.kind == SPEAKER:
@@ -277,15 +283,24 @@ class Receiver:
                 self._conceal(total - self.next_frame)
             self.on_audio(self.stream.flush())
 
-    def _from_peer(self, source: Hashable) -> bool:
+    def _from_peer(self, source: Hashable, kind: int) -> bool:
+        """Whether a packet of `kind` from `source` is the peer's. Only a sender's own kinds (SPEAKER, CODES)
+        choose the peer, so a stranger's END before the first packet cannot end the signal; a REQUEST is a
+        receiver's kind, never taken from anyone."""
+        if kind == REQUEST:
+            return False
+        if self.peer == source:
+            return True
+        if kind not in (SPEAKER, CODES):
+            return False
         if self.peer is None:
             self.peer = source
-        elif self.peer != source:
-            host, port = self.peer
-            if port is not None or not isinstance(source, tuple) or source[0] != host:
-                return False
+            return True
+        host, port = self.peer
+        if port is None and isinstance(source, tuple) and source[0] == host:
             self.peer = source  # the first packet from the named host fixes the port
-        return True
+            return True
+        return False
 
     def _speaker(self, speaker: torch.Tensor) -> None:
         if self.stream is not None:  # a repeat, answering a request that crossed it

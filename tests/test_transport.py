@@ -116,6 +116,17 @@ def test_a_stranger_can_neither_inject_set_the_voice_nor_end_the_stream():
     assert r.ended and r.stream.flushed
 
 
+def test_a_strangers_end_or_request_before_the_sender_starts_neither_ends_nor_locks_the_receiver():
+    r = receiver()
+    assert r.handle(end_packet(0, 0), STRANGER) is False  # once ended the signal with nothing received
+    assert r.handle(packet(REQUEST, 0), STRANGER) is False  # once locked the receiver onto the stranger
+    assert r.peer is None and not r.ended and r.counts.foreign == 2
+    assert r.handle(SPEAKER_PACKET, PEER) and r.handle(codes_packet(1, 0, codes(4)), PEER)
+    assert r.peer == PEER and r.stream.frames == 4
+    assert r.handle(packet(REQUEST, 2), PEER) is False  # a receiver's kind, even from the peer
+    assert r.handle(end_packet(3, 4), PEER) and r.ended
+
+
 def test_a_named_peer_is_the_only_sender_and_its_port_is_fixed_by_its_first_packet():
     named = receiver(peer=("127.0.0.1", None))
     assert named.handle(SPEAKER_PACKET, ("10.0.0.9", 40000)) is False  # another host

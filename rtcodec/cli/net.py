@@ -77,9 +77,19 @@ def register(commands) -> None:
     c.set_defaults(run=run_receive)
 
 
+RECEIVE_BUFFER = 8 << 20  # seconds of a stranger's flood while decoding stalls, before the sender's packets drop
+SO_RCVBUFFORCE = 33  # Linux's; Python does not name it
+END_SPACING_S = 0.02
+
+
 def _socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    try:  # on Linux, beyond the system's cap (net.core.rmem_max) where the process may (CAP_NET_ADMIN)
+        if sys.platform != "linux":
+            raise OSError
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     return sock
 
 
@@ -143,7 +153,7 @@ def run_send(args: argparse.Namespace, drop: Callable[[int], bool] = lambda seq:
         # A file goes out in real time, as if spoken; unpaced, a short pause lets the receiver's socket drain.
         time.sleep(max(0.0, start + i * block / SAMPLE_RATE - time.monotonic()) if paced else 0.001)
     sender.push(codec.flush())
-    sender.end()
+    sender.end(END_SPACING_S)
     print(f"sent {sender.frames} frames in {sender.seq} packets to {args.host}:{args.port}", file=sys.stderr)
 
 
