@@ -66,7 +66,7 @@ def read(path: str | Path, notice: Callable[[str], None] = _notice) -> torch.Ten
 
 def check_output(path: str | Path, audio: bool = True) -> None:
     """Refuse an output that cannot be written before any work is done: an unknown audio format (`audio`), a
-    folder that does not exist, or a path that is a folder."""
+    folder that does not exist or cannot be written in, or a path that is a folder."""
     path = Path(path)
     if audio:
         _format(path)
@@ -74,6 +74,17 @@ def check_output(path: str | Path, audio: bool = True) -> None:
         raise AudioError(f"{path}: the folder {path.parent} does not exist")
     if path.is_dir():
         raise AudioError(f"{path} is a folder, not a file")
+    check_writable(path.parent, path)
+
+
+def check_writable(folder: str | Path, output: str | Path | None = None) -> None:
+    """Refuse a folder in which a file cannot be created (permissions, a read-only disk), naming `output`.
+    It is tried for real: `os.access` says yes to root on a read-only mount."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".rtcodec-probe."):
+            pass
+    except OSError as err:
+        raise AudioError(f"cannot write {output or folder}: {err.strerror or err}") from None
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:

@@ -569,6 +569,40 @@ def test_a_folder_or_a_list_encodes_to_one_fac_per_clip(ckpt, clips, tmp_path, c
     assert Bitstream.load(tmp_path / "listed" / "a.fac").model_version == 2
 
 
+def test_bulk_outputs_that_would_collide_are_refused_before_any_encoding(ckpt, tmp_path, capsys):
+    data, rate = sf.read(AUDIO / "slt.wav", dtype="float32")
+    for names in (("a.wav", "a.flac"), ("b.wav", "b.WAV")):
+        corpus = tmp_path / names[0].split(".")[0]
+        corpus.mkdir()
+        for name in names:
+            sf.write(corpus / name, data[:20000], rate)
+        code, err = run(capsys, "encode", corpus, tmp_path / "out", "--checkpoint-dir", tmp_path / "no-weights")
+        assert code == 1 and "would both be written to" in err and names[0].split(".")[0] + ".fac" in err, err
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["encode", "{clip}", "/sys/x.fac"],
+        ["encode", "{folder}", "/sys/corpus"],
+        ["decode", "{fac}", "/sys/x.wav"],
+        ["reconstruct", "{clip}", "/sys/x.wav"],
+        ["convert", "{clip}", "{clip}", "/sys/x.wav"],
+        ["receive", "--port", "50619", "--output", "/sys/x.wav"],
+        ["export", "--onnx", "/sys/graphs"],
+    ],
+)
+def test_an_unwritable_output_is_refused_before_the_models_load(clips, tmp_path, capsys, command):
+    """/sys refuses new files even to root. The weights folder does not exist: a command that loaded the models
+    first would fail naming them instead."""
+    Bitstream(torch.zeros(6, 4, dtype=torch.long), torch.zeros(256)).save(tmp_path / "x.fac")
+    values = {"clip": clips["slt"], "folder": clips["slt"].parent, "fac": tmp_path / "x.fac"}
+    args = [part.format(**values) for part in command]
+    code, err = run(capsys, *args, "--checkpoint-dir", tmp_path / "no-weights")
+    assert code == 1 and "cannot write /sys/" in err and "no-weights" not in err, err
+
+
 def test_export_onnx(ckpt, clips, tmp_path, capsys):
     """`rtcodec export --onnx DIR --voice REF`: every graph, with progress; the runner converts with them as the
     torch pipeline does. Bad targets are refused before any work."""

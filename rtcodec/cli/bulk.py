@@ -32,18 +32,28 @@ def clips_of(source: Path) -> dict[Path, Path]:
     tree), or a list's lines (one path a line; '#' starts a comment; each name once)."""
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        return {p: p.relative_to(source).with_suffix(".fac") for p in files}
-    if not source.is_file():
+        names = {p: p.relative_to(source).with_suffix(".fac") for p in files}
+    elif source.is_file():
+        lines = (line.split("#")[0].strip() for line in source.read_text().splitlines())
+        files = [Path(line) if Path(line).is_absolute() else source.parent / line for line in lines if line]
+        names = {p: Path(p.stem + ".fac") for p in files}
+    else:
         raise CommandError(f"{source}: no such file list")
-    lines = (line.split("#")[0].strip() for line in source.read_text().splitlines())
-    files = [Path(line) if Path(line).is_absolute() else source.parent / line for line in lines if line]
-    names: dict[Path, Path] = {}
-    for p in files:
-        name = Path(p.stem + ".fac")
-        if name in names.values():
-            raise CommandError(f"{source}: two clips would both be written to {name}")
-        names[p] = name
+    _refuse_collisions(source, names)
     return names
+
+
+def _refuse_collisions(source: Path, names: dict[Path, Path]) -> None:
+    """Two clips that would be written to one `.fac` (a.wav and a.flac; b.wav and b.WAV, which are one file
+    where names ignore case): refused before anything is encoded, so no clip's codes silently replace another's."""
+    taken: dict[str, Path] = {}
+    for clip, name in names.items():
+        other = taken.setdefault(str(name).casefold(), clip)
+        if other != clip:
+            raise CommandError(
+                f"{source}: {other} and {clip} would both be written to {name}; rename one, or list the clips in a "
+                ".txt file by their own names"
+            )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -53,17 +63,22 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise CommandError(f"{out} is a file: with a folder or a list to encode, the output is a folder")
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    audio.check_writable(existing, out)  # before the models load
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
     models = load(args, args.model)
-    failed = []
+    written, failed = 0, []
     order = sorted(clips, key=_duration)
     bar = ProgressBar(f"encoding {len(order)} clips", min_seconds=0)  # a corpus: the bar from the start
     for first in range(0, len(order), args.batch_size):
-        failed += _encode_batch(models, order[first : first + args.batch_size], clips, out, args.model)
+        batch_written, batch_failed = _encode_batch(
+            models, order[first : first + args.batch_size], clips, out, args.model
+        )
+        written, failed = written + batch_written, failed + batch_failed
         bar(min(first + args.batch_size, len(order)), len(order))
     bar.close()
-    print(f"wrote {len(order) - len(failed)} .fac files to {out}")
+    print(f"wrote {written} .fac files to {out}")
     if failed:
         raise CommandError(f"{len(failed)} of {len(order)} clips were skipped: {', '.join(map(str, failed[:5]))}")
 
@@ -77,9 +92,11 @@ def _duration(path: Path) -> float:
 
 
 @torch.inference_mode()
-def _encode_batch(models: Pretrained, paths: list[Path], names: dict[Path, Path], out: Path, version: str) -> list:
-    """Encode and write `paths`; the ones that failed, each reported on stderr."""
-    failed, wavs = [], {}
+def _encode_batch(
+    models: Pretrained, paths: list[Path], names: dict[Path, Path], out: Path, version: str
+) -> tuple[int, list[Path]]:
+    """Encode and write `paths`: how many were written, and the ones that failed, each reported on stderr."""
+    written, failed, wavs = 0, [], {}
     for path in paths:
         try:
             wavs[path] = audio.read(path, notice=lambda message: None)
@@ -98,9 +115,10 @@ def _encode_batch(models: Pretrained, paths: list[Path], names: dict[Path, Path]
             target = out / names[path]
             target.parent.mkdir(parents=True, exist_ok=True)
             bits.save(target)
+            written += 1
         except (ValueError, CommandError, OSError) as err:
             failed.append(_skip(path, err))
-    return failed
+    return written, failed
 
 
 def _skip(path: Path, err: Exception) -> Path:

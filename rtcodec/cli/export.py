@@ -40,6 +40,7 @@ def run_export(args: argparse.Namespace) -> None:
         raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not target.resolve().parent.is_dir():
         raise CommandError(f"the folder {target.resolve().parent} does not exist")
+    audio.check_writable(target.resolve().parent, target)
     try:
         import onnxscript  # noqa: F401  (the exporter needs it)
 
