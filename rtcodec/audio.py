@@ -183,12 +183,12 @@ def _place(tmp: Path, path: Path) -> None:
     try:
         mode = stat.S_IMODE(path.stat().st_mode)  # an overwritten file keeps its mode
     except FileNotFoundError:
-        mode = 0o666 & ~_umask()
+        mode = 0o666 & ~umask()
     os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 
-def _umask() -> int:
+def umask() -> int:
     try:  # Linux says it without changing it; os.umask can only read it by setting it
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):

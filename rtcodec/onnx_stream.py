@@ -49,6 +49,17 @@ class StageManifest:
 
 
 TOP_KEYS = ("batch_size", "hop_length", "open_end")  # what the runner reads besides the stages
+# Measured (a graph whose weights point at ../secret.bin, and at a symlink leaving the folder): 1.18 to 1.23.2
+# read the file's bytes into the weights; 1.24.1 is the first that refuses both. 1.17 cannot load the export.
+ONNXRUNTIME_FLOOR = (1, 24, 1)
+# Bounds on the manifest's numbers, far above any export's and low enough that nothing is allocated beyond reason
+# before the graphs' own shapes are compared with it.
+MAX_BATCH = 4096
+MAX_CHANNELS = 4096
+MAX_PER_HOP = 1 << 16
+MAX_DELAY = 1 << 24  # samples or frames: hours
+MAX_STATES = 1024
+MAX_STATE_VALUES = 1 << 26  # 256 MB of float32 states, all together
 
 
 def require_onnxruntime():
@@ -58,6 +69,13 @@ def require_onnxruntime():
         raise ImportError(
             "the onnxruntime backend needs onnxruntime: pip install 'rtcodec[onnx]' (or pip install onnxruntime)"
         ) from err
+    version = tuple(int(part) for part in onnxruntime.__version__.split("+")[0].split(".")[:3] if part.isdigit())
+    if version < ONNXRUNTIME_FLOOR:
+        floor = ".".join(map(str, ONNXRUNTIME_FLOOR))
+        raise ImportError(
+            f"onnxruntime {onnxruntime.__version__} reads weights from files outside an export folder: "
+            f"pip install 'onnxruntime>={floor}'"
+        )
     return onnxruntime
 
 
@@ -93,29 +111,103 @@ def _load(path: Path, threads: int):
         raise ExportError(f"{path} is damaged: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
 
 
+MAX_MANIFEST_BYTES = 1 << 20
+SPEAKER_SIZE = 256
+
+
 def load_manifest(directory: str | Path) -> dict:
-    """The manifest of an export directory, checked (its stages as `StageManifest`): every file it names is
-    there."""
+    """The manifest of an export directory, checked before anything is allocated from it: every field in its
+    range (an `ExportError` naming the first that is not), its stages as `StageManifest`, and every file it names
+    there, inside the folder."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
         raise ExportError(f"{directory} is not an rtcodec ONNX export: {MANIFEST} is missing (rtcodec export --onnx)")
+    inside(directory, MANIFEST)
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ExportError(f"{path} is damaged: larger than {MAX_MANIFEST_BYTES} bytes")
     try:
         manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise TypeError("not a JSON object")
         missing = [key for key in (*TOP_KEYS, "encoder", "decoder") if key not in manifest]
         if missing:
             raise KeyError(", ".join(missing))
+        if manifest.get("format") != FORMAT:
+            raise ExportError(f"{path} has format {manifest.get('format')!r}; this rtcodec reads format {FORMAT}")
         for stage in ("encoder", "decoder"):
+            if not isinstance(manifest[stage], dict):
+                raise TypeError(f"{stage} is not a JSON object")
             manifest[stage] = StageManifest(**manifest[stage])
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        if isinstance(err, ExportError):
+            raise
         raise ExportError(f"{path} is damaged: {err}") from err
-    if manifest.get("format") != FORMAT:
-        raise ExportError(f"{path} has format {manifest.get('format')!r}; this rtcodec reads format {FORMAT}")
+    _check_fields(path, manifest)
     stages = (manifest["encoder"], manifest["decoder"])
     for name in [*(s.settled for s in stages), *(s.edges for s in stages), *SHARED_GRAPHS]:
         if not (directory / name).is_file():
             raise ExportError(f"{directory} is incomplete: {name} is missing")
+        inside(directory, name)
     return manifest
+
+
+def inside(directory: Path, name: str) -> Path:
+    """`directory / name`, refused where the name or a symlink leads out of the folder."""
+    path = directory / name
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise ExportError(f"{directory}: {name} leads outside the export folder (a path or symlink); refused")
+    return path
+
+
+def _check_fields(path: Path, manifest: dict) -> None:
+    def check(name: str, value, low: int, high: int) -> None:
+        if type(value) is not int or not low <= value <= high:
+            raise ExportError(f"{path}: {name} must be an integer within {low}..{high}, got {value!r}")
+
+    check("batch_size", manifest["batch_size"], 1, MAX_BATCH)
+    check("hop_length", manifest["hop_length"], 1, MAX_PER_HOP)
+    check("open_end", manifest["open_end"], 1, 1 << 62)
+    state_values = 0
+    for stage in ("encoder", "decoder"):
+        spec: StageManifest = manifest[stage]
+        for name in ("in_channels", "out_channels"):
+            check(f"{stage}.{name}", getattr(spec, name), 1, MAX_CHANNELS)
+        for name in ("in_per_hop", "out_per_hop"):
+            check(f"{stage}.{name}", getattr(spec, name), 1, MAX_PER_HOP)
+        # Outputs lag their inputs: a positive offset would hand out positions before the signal began.
+        check(f"{stage}.out_offset", spec.out_offset, -MAX_DELAY, 0)
+        check(f"{stage}.settled_hops", spec.settled_hops, 0, MAX_DELAY)
+        check(f"{stage}.exact_lookahead_samples", spec.exact_lookahead_samples, 0, MAX_DELAY)
+        check(f"{stage}.length_from", spec.length_from, 0, MAX_DELAY)
+        table = spec.length_table
+        if not isinstance(table, list) or len(table) != spec.in_per_hop:
+            raise ExportError(f"{path}: {stage}.length_table must list {spec.in_per_hop} lengths (one per phase)")
+        for value in table:
+            check(f"{stage}.length_table[]", value, -MAX_DELAY, MAX_DELAY)
+        if not isinstance(spec.states, list) or len(spec.states) > MAX_STATES:
+            raise ExportError(f"{path}: {stage}.states must list at most {MAX_STATES} shapes")
+        for shape in spec.states:
+            if not isinstance(shape, list) or len(shape) != 3 or shape[0] != manifest["batch_size"]:
+                raise ExportError(f"{path}: {stage}.states holds {shape!r}, not a [batch_size, channels, n] shape")
+            check(f"{stage}.states[][1]", shape[1], 1, MAX_CHANNELS)
+            check(f"{stage}.states[][2]", shape[2], 0, MAX_PER_HOP)
+            state_values += shape[0] * shape[1] * shape[2]
+        for name in ("settled", "edges"):
+            value = getattr(spec, name)
+            if not isinstance(value, str) or Path(value).name != value or not value.endswith(".onnx"):
+                raise ExportError(f"{path}: {stage}.{name} must be a .onnx file name in the folder, got {value!r}")
+    if state_values > MAX_STATE_VALUES:
+        raise ExportError(f"{path}: the states hold {state_values} values; at most {MAX_STATE_VALUES}")
+
+
+def _check_graph(path: Path, graph, inputs: dict[str, list[int]], outputs: dict[str, list[int]]) -> None:
+    """The graph's declared shapes are the manifest's: a manifest that disagrees with its graphs is damaged."""
+    for declared, wanted in ((graph.get_inputs(), inputs), (graph.get_outputs(), outputs)):
+        shapes = {node.name: node.shape for node in declared}
+        for name, shape in wanted.items():
+            if name in shapes and list(shapes[name]) != shape:
+                raise ExportError(f"{path}: its graph takes {name} shaped {shapes[name]}; the manifest says {shape}")
 
 
 class OnnxStream:
@@ -133,6 +225,10 @@ class OnnxStream:
         self.settled = _load(self.directory / self.spec.settled, threads)
         self.edges = _load(self.directory / self.spec.edges, threads)
         self.state_names = [f"state_{i}" for i in range(len(self.spec.states))]
+        spec, batch = self.spec, self.batch_size
+        inputs = {"x": [batch, spec.in_channels, spec.in_per_hop], **dict(zip(self.state_names, spec.states))}
+        for name, graph in ((spec.settled, self.settled), (spec.edges, self.edges)):
+            _check_graph(self.directory / name, graph, inputs, {"y": [batch, spec.out_channels, spec.out_per_hop]})
         exact = self.spec.exact_lookahead_samples
         if lookahead is not None and (not isinstance(lookahead, int) or lookahead < 0):
             raise ValueError(f"lookahead must be a number of samples >= 0 or None (exact), got {lookahead!r}")
@@ -259,8 +355,15 @@ class OnnxVoiceConversion:
             path = directory / "speaker.npy"
             if not path.is_file():
                 raise ExportError(f"{directory} has no speaker.npy: export with --voice, or pass speaker=")
-            speaker = np.load(path)
+            try:
+                speaker = np.load(inside(directory, "speaker.npy"), allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise ExportError(f"{path} is damaged: {err}") from None
+            if speaker.shape != (SPEAKER_SIZE,) or not np.isfinite(speaker).all():
+                raise ExportError(f"{path} is damaged: not {SPEAKER_SIZE} finite values")
         speaker = np.asarray(speaker, np.float32).reshape(1, -1)
+        if speaker.shape != (1, SPEAKER_SIZE) or not np.isfinite(speaker).all():
+            raise ValueError(f"speaker must be {SPEAKER_SIZE} finite values, got shape {speaker.shape[1:]}")
         batch = manifest["batch_size"]
         self.encoder = OnnxStream(directory, "encoder", lookahead[0], threads)
         self.decoder = OnnxStream(directory, "decoder", lookahead[1], threads)

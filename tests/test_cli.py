@@ -621,6 +621,7 @@ def test_export_onnx(ckpt, clips, tmp_path, capsys):
     code, err = run(capsys, "export", "--onnx", target, "--voice", clips["rms"], "--checkpoint-dir", ckpt)
     assert code == 0 and "[8/8]" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["graphs", "taken"]  # no staging folder left behind
+    assert target.stat().st_mode & 0o777 == 0o777 & ~audio.umask()  # a plain mkdir's mode, not mkdtemp's 0700
     models = from_pretrained("v1", checkpoint_dir=ckpt)
     source = audio.read(clips["slt"])[..., :4000]
     pipeline = VoiceConversion(models.encoder, models.decoder, audio.read(clips["rms"]))

@@ -206,3 +206,81 @@ def test_bad_export_directories(exported, tmp_path):
         OnnxStream(broken, "decoder")
     with pytest.raises(ValueError, match="stage is 'encoder' or 'decoder'"):
         OnnxStream(exported, "vocoder")
+
+
+def _copy(exported: Path, target: Path, **changes) -> Path:
+    """A copy of the export with `changes` made to its manifest ("stage.field" names a stage's field)."""
+    target.mkdir()
+    for path in exported.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    manifest = json.loads((exported / "manifest.json").read_text())
+    for key, value in changes.items():
+        stage, _, field = key.partition("__")
+        if field:
+            manifest[stage][field] = value
+        else:
+            manifest[key] = value
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"batch_size": 4_000_000}, "batch_size must be an integer within 1..4096"),
+        ({"batch_size": True}, "batch_size must be an integer"),
+        ({"encoder__in_per_hop": -200}, "encoder.in_per_hop must be an integer within 1.."),
+        ({"encoder__in_per_hop": 0}, "encoder.in_per_hop must be an integer within 1.."),
+        ({"decoder__out_offset": 1000}, "decoder.out_offset must be an integer within"),
+        ({"decoder__length_table": []}, "decoder.length_table must list 1 lengths"),
+        ({"encoder__states": [[2, 10**6, 10**4]]}, "encoder.states"),
+        ({"encoder__settled": "../../etc/passwd"}, "encoder.settled must be a .onnx file name in the folder"),
+        ({"encoder__edges": "/tmp/x.onnx"}, "encoder.edges must be a .onnx file name in the folder"),
+        ({"encoder__out_per_hop": 2}, "its graph takes y shaped"),  # in range, but not what the graph gives
+        ({"encoder": [[[[[]]]]]}, "encoder is not a JSON object"),
+    ],
+)
+def test_manifest_fields_are_range_checked_before_anything_is_allocated(exported, tmp_path, changes, message):
+    from rtcodec.onnx_stream import ExportError, OnnxStream
+
+    with pytest.raises(ExportError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        OnnxStream(_copy(exported, tmp_path / "bad", **changes), "encoder")
+
+
+def test_deeply_nested_manifest_and_bad_speaker_are_named(exported, tmp_path):
+    from rtcodec.onnx_stream import ExportError, OnnxStream, OnnxVoiceConversion
+
+    nested = _copy(exported, tmp_path / "nested")
+    (nested / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ExportError, match="damaged"):
+        OnnxStream(nested, "encoder")
+    nan = _copy(exported, tmp_path / "nan")
+    np.save(nan / "speaker.npy", np.full(256, np.nan, np.float32))
+    with pytest.raises(ExportError, match=r"speaker\.npy is damaged: not 256 finite values"):
+        OnnxVoiceConversion(nan)
+    with pytest.raises(ValueError, match="speaker must be 256 finite values"):
+        OnnxVoiceConversion(exported, speaker=np.zeros(3))
+
+
+def test_files_leading_out_of_the_folder_are_refused(exported, tmp_path):
+    from rtcodec.onnx_stream import ExportError, OnnxStream
+
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((exported / "decoder_edges.onnx").read_bytes())
+    linked = _copy(exported, tmp_path / "linked")
+    (linked / "decoder_edges.onnx").unlink()
+    (linked / "decoder_edges.onnx").symlink_to(outside)
+    with pytest.raises(ExportError, match="decoder_edges.onnx leads outside the export folder"):
+        OnnxStream(linked, "decoder")
+
+
+def test_onnxruntime_that_follows_external_data_out_of_the_folder_is_refused(monkeypatch):
+    import onnxruntime
+
+    from rtcodec.onnx_stream import require_onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.23.2")
+    with pytest.raises(ImportError, match=r"onnxruntime 1\.23\.2 reads weights from files outside"):
+        require_onnxruntime()
+    monkeypatch.setattr(onnxruntime, "__version__", "1.24.1")
+    assert require_onnxruntime() is onnxruntime

@@ -64,6 +64,7 @@ def run_export(args: argparse.Namespace) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.resolve().parent))
     try:
         export_onnx(models.encoder, models.decoder, staging, args.batch_size, speaker, progress)
+        staging.chmod(0o777 & ~audio.umask())  # mkdtemp makes it 0700: the mode a plain mkdir would give
         if target.exists():
             target.rmdir()
         staging.rename(target)
