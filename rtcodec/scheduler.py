@@ -93,14 +93,24 @@ class CallerScheduler:
         """A new caller in a free row (SlotsFullError if none): `speaker` `[256]` is the voice it is decoded in."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if tuple(speaker.shape) != (self.decoder.in_channels,) or not torch.isfinite(speaker).all():
-            raise ValueError(f"speaker embedding must be {self.decoder.in_channels} finite values")
+        speaker = self._checked(speaker)
         free = [row for row in range(self.slots) if row not in self.callers]
         if not free:
             raise SlotsFullError(f"all {self.slots} slots are taken")
-        caller = Caller(free[0], mode, speaker.to(self.device))
+        caller = Caller(free[0], mode, speaker)
         self.callers[caller.row] = caller
         return caller
+
+    def set_speaker(self, caller: Caller, speaker: torch.Tensor) -> None:
+        """Another voice for a caller whose decoder row has not started (its first frame has not come out)."""
+        if caller.decoding:
+            raise ValueError("the caller's voice is set until its decoder row starts")
+        caller.speaker = self._checked(speaker)
+
+    def _checked(self, speaker: torch.Tensor) -> torch.Tensor:
+        if tuple(speaker.shape) != (self.decoder.in_channels,) or not torch.isfinite(speaker).all():
+            raise ValueError(f"speaker embedding must be {self.decoder.in_channels} finite values")
+        return speaker.to(self.device)
 
     def leave(self, caller: Caller) -> None:
         """The caller is gone: its rows end now and its row is free."""

@@ -44,7 +44,7 @@ def cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        options = ServeOptions(slots=2)
+        options = ServeOptions(slots=2, expose_host=True)  # the ready message names the replica
         serve.run(application(golden_models, options, replicas=2, num_cpus=0.5), route_prefix="/")
         yield f"ws://127.0.0.1:{port}/ws"
     finally:

@@ -24,11 +24,17 @@ from .test_scheduler import reference  # noqa: E402
 
 pytestmark = needs_golden
 BLOCK = 200
+WS = "ws://127.0.0.1:8000/ws"  # TestClient's own default host, testserver, is not one of the server's names
 
 
 @pytest.fixture(scope="module")
 def models() -> Pretrained:
     return Pretrained(golden_model("encoder"), golden_model("decoder"))
+
+
+def client_of(app) -> TestClient:
+    """A test client that calls the app by one of its names, as a browser on this machine does."""
+    return TestClient(app, base_url="http://127.0.0.1:8000")
 
 
 def hello(**settings) -> str:
@@ -78,12 +84,12 @@ def speech(seconds: float, seed: int) -> list[np.ndarray]:
 def test_two_callers_each_get_their_own_exact_output(models):
     app = create_app(models, ServeOptions(slots=3))
     server = app.state.server
-    with TestClient(app) as client:
+    with client_of(app) as client:
         assert client.get("/healthz").text == "ok\n"
         info = client.get("/info").json()
         assert info["voices"] == ["bright", "low"] and info["latencies"] == ["exact"]
         assert "rtcodec" in client.get("/").text
-        with client.websocket_connect("/ws") as a, client.websocket_connect("/ws") as b:
+        with client.websocket_connect(WS) as a, client.websocket_connect(WS) as b:
             a.send_text(hello())
             b.send_text(hello(mode="codec", voice="low"))
             ready_a, ready_b = json.loads(a.receive_text()), json.loads(b.receive_text())
@@ -116,6 +122,8 @@ def close_of(ws) -> tuple[int, str]:
     [
         ("not json", None, 1008, "not JSON"),
         (json.dumps({"version": 9}), None, 1008, "version 1"),
+        (hello(version=True), None, 1008, "version 1 (an integer)"),
+        (hello(version=1.0), None, 1008, "version 1 (an integer)"),
         (hello(voice="../../etc/passwd"), None, 1008, "voice must be one of"),
         (hello(mode="karaoke"), None, 1008, "mode must be"),
         (hello(latency="zero"), None, 1008, "latency must be one of"),
@@ -133,10 +141,10 @@ def close_of(ws) -> tuple[int, str]:
 )
 def test_a_misbehaving_client_is_closed_with_a_reason_and_others_go_on(models, first, then, code, reason):
     app = create_app(models, ServeOptions(slots=2))
-    with TestClient(app) as client, client.websocket_connect("/ws") as good:
+    with client_of(app) as client, client.websocket_connect(WS) as good:
         good.send_text(hello())
         assert json.loads(good.receive_text())["type"] == "ready"
-        with client.websocket_connect("/ws") as bad:
+        with client.websocket_connect(WS) as bad:
             bad.send_text(first) if isinstance(first, str) else bad.send_bytes(first)
             if then is not None:
                 if '"upload"' not in first:  # with an upload, the server waits for the clip before it is ready
@@ -156,19 +164,19 @@ def test_callers_beyond_the_slots_are_refused_and_an_upload_is_a_voice(models, t
     app = create_app(models, ServeOptions(slots=1))
     clip = io.BytesIO()
     sf.write(clip, np.concatenate(speech(2.0, 5)), 16000, format="FLAC")
-    with TestClient(app) as client, client.websocket_connect("/ws") as first:
+    with client_of(app) as client, client.websocket_connect(WS) as first:
         first.send_text(hello(voice="upload"))
         first.send_bytes(HEADER.pack(VERSION, REFERENCE, 0) + clip.getvalue())
         assert json.loads(first.receive_text())["type"] == "ready"
-        with client.websocket_connect("/ws") as second:
+        with client.websocket_connect(WS) as second:
             second.send_text(hello())
-            assert close_of(second) == (1013, "all 1 slots are taken: try again later")
+            assert close_of(second) == (1013, "all 1 slot is taken: try again later")
         assert "rtcodec_refused_total 1" in client.get("/metrics").text
 
 
 def test_audio_faster_than_real_time_is_cut_off(models):
     app = create_app(models, ServeOptions(slots=1, max_pending_s=0.1))  # 8 blocks ahead at most
-    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+    with client_of(app) as client, client.websocket_connect(WS) as ws:
         ws.send_text(hello())
         assert json.loads(ws.receive_text())["type"] == "ready"
         for i in range(400):  # 5 s of audio at once
@@ -179,8 +187,8 @@ def test_audio_faster_than_real_time_is_cut_off(models):
 def test_a_caller_vanishing_mid_stream_frees_its_slot(models):
     app = create_app(models, ServeOptions(slots=1))
     engine = app.state.server.engines["exact"]
-    with TestClient(app) as client:
-        with client.websocket_connect("/ws") as ws:
+    with client_of(app) as client:
+        with client.websocket_connect(WS) as ws:
             ws.send_text(hello())
             assert json.loads(ws.receive_text())["type"] == "ready"
             for i, block in enumerate(speech(0.1, 4)):
@@ -190,7 +198,7 @@ def test_a_caller_vanishing_mid_stream_frees_its_slot(models):
             if engine.scheduler.free_slots == 1:
                 break
             time.sleep(0.05)
-        with client.websocket_connect("/ws") as again:
+        with client.websocket_connect(WS) as again:
             again.send_text(hello())
             assert json.loads(again.receive_text())["type"] == "ready"
 
@@ -198,13 +206,13 @@ def test_a_caller_vanishing_mid_stream_frees_its_slot(models):
 def test_a_fault_of_the_server_ends_that_call_with_1011_and_the_server_goes_on(models, monkeypatch):
     app = create_app(models, ServeOptions(slots=1))
     server = app.state.server
-    with TestClient(app) as client:
+    with client_of(app) as client:
         real = server.voice
         monkeypatch.setattr(server, "voice", lambda name: (_ for _ in ()).throw(RuntimeError("boom")))
-        with client.websocket_connect("/ws") as ws:
+        with client.websocket_connect(WS) as ws:
             ws.send_text(hello())
             assert close_of(ws) == (1011, "server error")
         monkeypatch.setattr(server, "voice", real)
-        with client.websocket_connect("/ws") as ws:
+        with client.websocket_connect(WS) as ws:
             ws.send_text(hello())
             assert json.loads(ws.receive_text())["type"] == "ready"

@@ -1,6 +1,13 @@
 """The ASGI app of `rtcodec serve` (Starlette): the page, `/ws` for callers, `/info`, `/healthz`, `/metrics`.
 
 `create_app(...)` is a factory, so the same app runs under uvicorn (`rtcodec serve`) or any ASGI server.
+
+Every web page the user visits can reach a server on 127.0.0.1, so the app answers only requests whose `Host` is
+one of its names (a page on another site reached through DNS rebinding carries that site's name), and takes a
+WebSocket only from its own page or an `allowed_origins` entry (browsers always send `Origin` on WebSocket
+handshakes; a client that sends none is not a browser page, and is taken). A voice upload is read only once the
+caller holds a slot, and decoded on a thread of its own at the lowest CPU priority, at most `MAX_UPLOADS` at a
+time, so uploads never hold back the ticks, the bundled voices or each other beyond that bound.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ import json
 import logging
 import os
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -19,6 +28,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -36,17 +46,36 @@ from .engine import Engine, Session
 LOG = logging.getLogger("rtcodec.serve")
 STATS_INTERVAL_S = 0.5
 IDLE_TIMEOUT_S = 10.0  # a caller that sends nothing this long (no hello, no audio) is disconnected
+MAX_UPLOADS = 2  # voice uploads in decoding at once, all callers together; more are refused (1013)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _lowest_priority() -> None:
+    """Run this thread (and the OpenMP workers it starts) at nice 19: an upload's decoding takes only the CPU
+    the ticks leave (Linux sets niceness per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux: the bound on uploads at once still holds
+        pass
+
+
+UPLOAD_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtcodec-upload", initializer=_lowest_priority)
 
 
 @dataclass
 class ServeOptions:
-    """How the server runs: slots per latency preset, hops per tick, the presets offered, the streams' backend."""
+    """How the server runs: slots per latency preset, hops per tick, the presets offered, the streams' backend,
+    and who may use it: the host names it answers to (`"*"`: any) and the origins of other pages allowed to
+    call it besides its own."""
 
     slots: int = 4
     hops_per_tick: int = 1
     latencies: tuple[str, ...] = ("exact",)
     backend: str | None = None  # how settled ticks run (rtcodec.backends); None: the device's default
     max_pending_s: float = 1.0  # audio a caller may send ahead of the ticks before it is cut off as too fast
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    allowed_origins: tuple[str, ...] = ()  # e.g. "https://app.example.com"
+    expose_host: bool = False  # /info and the ready message name the server's host and process
 
 
 def bundled_voices() -> dict[str, Path]:
@@ -60,9 +89,10 @@ class Server:
     def __init__(self, models: Pretrained, options: ServeOptions) -> None:
         self.models, self.options = models, options
         self.voices = bundled_voices()
-        self.embeddings: dict[str, torch.Tensor] = {}
-        self.refused = self.violations = 0
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        # Up front, so a caller choosing a bundled voice never waits for an embedding.
+        self.embeddings = {name: self.embedding(audio.read(path)) for name, path in self.voices.items()}
+        self.refused = self.violations = self.uploads = 0
+        self.name = f"{socket.gethostname()}:{os.getpid()}" if options.expose_host else None
         self.engines: dict[str, Engine] = {}
         for preset in options.latencies:
             if preset not in LATENCY_PRESETS:
@@ -73,20 +103,14 @@ class Server:
             self.engines[preset] = Engine(scheduler, max_pending)
 
     def voice(self, name: str) -> torch.Tensor:
-        if name not in self.embeddings:
-            self.embeddings[name] = self.embedding(audio.read(self.voices[name]))
         return self.embeddings[name]
 
     def embedding(self, wav: torch.Tensor) -> torch.Tensor:
         return speaker_embedding(self.models.encoder, self.models.decoder, wav)[0].float()
 
     def info(self) -> dict:
-        return {
-            "voices": sorted(self.voices),
-            "latencies": list(self.engines),
-            "sample_rate": SAMPLE_RATE,
-            "server": self.name,
-        }
+        info = {"voices": sorted(self.voices), "latencies": list(self.engines), "sample_rate": SAMPLE_RATE}
+        return info if self.name is None else {**info, "server": self.name}
 
     def metrics(self) -> str:
         lines = [
@@ -129,18 +153,23 @@ class Server:
         session = engine = None
         try:
             settings = protocol.parse_hello(await _receive_text(ws), sorted(self.voices), list(self.engines))
-            if settings["voice"] == "upload":
-                speaker = await asyncio.to_thread(self._uploaded_voice, await _receive_bytes(ws))
-            else:
-                speaker = await asyncio.to_thread(self.voice, settings["voice"])
             engine = self.engines[settings["latency"]]
+            upload = settings["voice"] == "upload"
+            # The slot first: a full server refuses before it reads or decodes anything (an upload's voice is set
+            # once decoded; the caller sends no audio before it is ready).
+            speaker = torch.zeros(self.models.decoder.in_channels) if upload else self.voice(settings["voice"])
             try:
                 session = await engine.join(speaker, settings["mode"])
             except SlotsFullError:
                 self.refused += 1
+                slots = engine.scheduler.slots
                 raise protocol.ProtocolError(
-                    f"all {engine.scheduler.slots} slots are taken: try again later", protocol.TRY_LATER
+                    f"all {slots} slot{'s are' if slots > 1 else ' is'} taken: try again later", protocol.TRY_LATER
                 ) from None
+            if upload:
+                speaker = await self._upload(await _receive_bytes(ws))
+                with engine.lock:
+                    engine.scheduler.set_speaker(session.caller, speaker)
             scheduler = engine.scheduler
             ready = {
                 "type": "ready",
@@ -151,8 +180,9 @@ class Server:
                 "slot": session.caller.row,
                 "mode": settings["mode"],
                 "latency": settings["latency"],
-                "server": self.name,
             }
+            if self.name is not None:
+                ready["server"] = self.name
             await ws.send_text(json.dumps(ready))
             await _serve(ws, engine, session)
         except protocol.ProtocolError as err:
@@ -168,6 +198,19 @@ class Server:
             if session is not None:
                 engine.leave(session)
 
+    async def _upload(self, data: bytes) -> torch.Tensor:
+        """The voice of an uploaded REFERENCE message, decoded on the upload thread (1013 where `MAX_UPLOADS`
+        are in decoding already)."""
+        if self.uploads >= MAX_UPLOADS:
+            raise protocol.ProtocolError(
+                "too many voice uploads at once: try again in a moment, or pick a bundled voice", protocol.TRY_LATER
+            )
+        self.uploads += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(UPLOAD_THREAD, self._uploaded_voice, data)
+        finally:
+            self.uploads -= 1
+
     def _uploaded_voice(self, data: bytes) -> torch.Tensor:
         kind, _, payload = protocol.parse(data)
         if kind != protocol.REFERENCE:
@@ -178,17 +221,20 @@ class Server:
             )
         try:
             with sf.SoundFile(io.BytesIO(payload)) as file:
-                if file.frames > protocol.MAX_REFERENCE_SECONDS * file.samplerate:
-                    raise protocol.ProtocolError(
-                        f"the reference clip is longer than {protocol.MAX_REFERENCE_SECONDS:g} s"
-                    )
+                protocol.check_reference_header(file.frames, file.samplerate, file.channels)
                 data, rate = file.read(dtype="float32", always_2d=True), file.samplerate
             wav = audio.to_model_rate(data, rate, "the reference clip", notice=lambda message: None)
-        except (sf.LibsndfileError, RuntimeError, TypeError, audio.AudioError) as err:
+        except audio.AudioError as err:
             raise protocol.ProtocolError(f"the reference clip is not usable audio: {err}") from None
+        except (sf.LibsndfileError, RuntimeError, TypeError) as err:  # libsndfile's own words, not our buffer's repr
+            reason = getattr(err, "error_string", "") or "not a format soundfile reads"
+            raise protocol.ProtocolError(f"the reference clip is not usable audio: {reason}") from None
         if wav.shape[2] < protocol.MIN_REFERENCE_SECONDS * SAMPLE_RATE:
             raise protocol.ProtocolError(f"the reference clip is shorter than {protocol.MIN_REFERENCE_SECONDS:g} s")
-        return self.embedding(wav)
+        embedding = self.embedding(wav)
+        if not torch.isfinite(embedding).all():  # e.g. samples of 1e30: finite, but far beyond any audio
+            raise protocol.ProtocolError("the reference clip gives no usable voice: its samples are far out of range")
+        return embedding
 
 
 async def _receive(ws: WebSocket) -> dict:
@@ -218,16 +264,21 @@ async def _receive_bytes(ws: WebSocket) -> bytes:
 
 
 async def _serve(ws: WebSocket, engine: Engine, session: Session) -> None:
-    """Blocks in, converted audio and stats out, until either side stops."""
+    """Blocks in, converted audio and stats out, until either side stops or the engine ends the call (its
+    ProtocolError, raised here). Both halves are awaited to the end: no exception is left unretrieved."""
 
     async def send() -> None:
         last_stats = 0.0
         while True:
             try:
-                seq, consumed, samples = await asyncio.wait_for(session.outbox.get(), STATS_INTERVAL_S)
-                await ws.send_bytes(protocol.audio_message(seq, consumed, samples))
+                message = await asyncio.wait_for(session.outbox.get(), STATS_INTERVAL_S)
             except TimeoutError:
-                pass
+                message = None
+            if isinstance(message, protocol.ProtocolError):
+                raise message
+            if message is not None:
+                seq, consumed, samples = message
+                await ws.send_bytes(protocol.audio_message(seq, consumed, samples))
             now = asyncio.get_running_loop().time()
             if now - last_stats >= STATS_INTERVAL_S:
                 last_stats = now
@@ -244,9 +295,8 @@ async def _serve(ws: WebSocket, engine: Engine, session: Session) -> None:
                 }
                 await ws.send_text(json.dumps(stats))
 
-    sender = asyncio.create_task(send())
-    expected = None  # the next sequence number: blocks come one after the other
-    try:
+    async def receive() -> None:
+        expected = None  # the next sequence number: blocks come one after the other
         while True:
             data = await _receive_bytes(ws)
             kind, seq, payload = protocol.parse(data)
@@ -257,8 +307,17 @@ async def _serve(ws: WebSocket, engine: Engine, session: Session) -> None:
             expected = (seq + 1) & 0xFFFFFFFF
             if not engine.put(session, seq, protocol.audio_block(payload, engine.scheduler.block)):
                 raise protocol.ProtocolError("audio faster than real time")
+
+    tasks = [asyncio.create_task(send()), asyncio.create_task(receive())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        sender.cancel()
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:  # the first half to stop says why
+        if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
+            raise result
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
@@ -291,6 +350,7 @@ def create_app(models: Pretrained, options: ServeOptions | None = None) -> Starl
         return JSONResponse(server.info())
 
     static = resources.files("rtcodec.serve") / "static"
+    options = server.options
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -299,10 +359,50 @@ def create_app(models: Pretrained, options: ServeOptions | None = None) -> Starl
             WebSocketRoute("/ws", server.call),
             Mount("/", StaticFiles(directory=str(static), html=True)),
         ],
+        middleware=[Middleware(SameOrigin, hosts=options.allowed_hosts, origins=options.allowed_origins)],
         lifespan=lifespan,
     )
     app.state.server = server
     return app
+
+
+def host_name(host: str) -> str:
+    """The name part of a Host header ("[::1]:8000" -> "::1", "Example.org:80" -> "example.org")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class SameOrigin:
+    """ASGI middleware: 403 for a request whose Host is not one of the server's names, and for a WebSocket
+    handshake from another site's page (an Origin neither the Host's own nor allowed)."""
+
+    def __init__(self, app, hosts: tuple[str, ...], origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.any_host = "*" in hosts
+        self.hosts = {host_name(h) for h in hosts}
+        self.origins = {o.strip().lower().rstrip("/") for o in origins}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+            host = headers.get("host", "")
+            reason = None
+            if not self.any_host and host_name(host) not in self.hosts:
+                reason = f"this server does not answer to the name {host_name(host)!r} (rtcodec serve --allow-host)"
+            elif scope["type"] == "websocket" and "origin" in headers:
+                origin = headers["origin"].strip().lower().rstrip("/")
+                if origin.partition("://")[2] != host.strip().lower() and origin not in self.origins:
+                    reason = f"calls from pages of {origin[:100]!r} are not allowed (rtcodec serve --allow-origin)"
+            if reason is not None:
+                LOG.warning("refused: %s", reason)
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": protocol.POLICY})  # HTTP 403 before the upgrade
+                else:
+                    await PlainTextResponse(reason + "\n", status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 __all__ = ["ServeOptions", "create_app"]

@@ -1,9 +1,10 @@
-"""The server's engine: a `CallerScheduler` per latency preset, ticking in real time on a worker thread.
+"""The server's engine: a `CallerScheduler` per latency preset, ticking on a fixed real-time clock.
 
-A tick runs when every caller of its scheduler has sent its next block, or when its deadline (one and a half
-blocks of audio after the previous tick) passes: a late caller gets silence, the others are not held back.
-Ticks run on a thread of their own, so the event loop keeps taking messages meanwhile; the scheduler is only
-touched under its lock.
+Tick k runs at `start + k * period` (one block of audio), whoever has sent what: a caller whose block has not
+come by its tick gets silence (counted late, and its later blocks wait one tick longer), so no caller, stalled,
+slow or early, moves the others' ticks. A caller that sent less than half of its blocks over the last
+`STALL_SECONDS` loses its slot with a reason. Ticks run on a thread of their own, so the event loop keeps taking
+messages meanwhile; the scheduler is only touched under its lock.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -20,46 +22,64 @@ import torch
 
 from ..config import SAMPLE_RATE
 from ..scheduler import Caller, CallerScheduler
+from . import protocol
 
 COMPUTE_WINDOW = 2000  # ticks kept for the compute percentiles
-JITTER_BLOCKS = 0.5
+STALL_SECONDS = 3.0  # the window over which a caller must send at least half of its blocks
+STALL_FRACTION = 0.5
+MAX_BEHIND_TICKS = 8  # a server this far behind its clock starts the clock again instead of ticking in a burst
 # Every tick on one thread: torch's OpenMP workers belong to the thread that calls in, so ticks spread over a pool
 # of threads would each bring their own team of workers (measured: 72 ms a tick instead of 27 on 2 cores).
-TICK_THREAD = ThreadPoolExecutor(
-    max_workers=1, thread_name_prefix="rtcodec-tick"
-)  # how late past its time a caller's block may come before silence stands in
+TICK_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtcodec-tick")
 
 
 @dataclass(eq=False)
 class Session:
-    """One connection's link to its scheduler: blocks in, output messages out."""
+    """One connection's link to its scheduler: blocks in, output messages out. The outbox holds AUDIO message
+    fields, or a `ProtocolError` where the engine ends the call."""
 
     caller: Caller
+    window: int  # ticks in the stall window
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     pending: deque = field(default_factory=deque)  # (seq, block) received, not yet handed to the scheduler
     output_seq: int = 0
-    first_block: float | None = None  # when its first block came (monotonic clock)
+    first_block: float | None = None  # when its first block came (the engine's clock)
     received: int = 0  # blocks received
+    recent: deque = field(init=False)  # per tick of the stall window: whether its block had come
+
+    def __post_init__(self) -> None:
+        self.recent = deque(maxlen=self.window)
+
+    def stalled(self) -> bool:
+        return len(self.recent) == self.window and sum(self.recent) < STALL_FRACTION * self.window
 
 
 class Engine:
-    """Callers of one latency preset on one batched stream."""
+    """Callers of one latency preset on one batched stream. `clock` and `sleep` are the real time's unless a test
+    gives its own."""
 
-    def __init__(self, scheduler: CallerScheduler, max_pending_blocks: int) -> None:
+    def __init__(
+        self,
+        scheduler: CallerScheduler,
+        max_pending_blocks: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable] = asyncio.sleep,
+    ) -> None:
         self.scheduler, self.max_pending_blocks = scheduler, max_pending_blocks
+        self.clock, self.sleep = clock, sleep
         self.lock = threading.Lock()
         self.sessions: dict[Caller, Session] = {}
         self.compute_s: deque[float] = deque(maxlen=COMPUTE_WINDOW)
-        self.ticks = self.refused = 0
+        self.ticks = self.restarts = self.evicted = 0
         self.wake = asyncio.Event()
         self.period = scheduler.block / SAMPLE_RATE
+        self.window = max(1, round(STALL_SECONDS / self.period))
 
     async def join(self, speaker: torch.Tensor, mode: str) -> Session:
         """SlotsFullError where every slot is taken."""
         with self.lock:
-            session = Session(self.scheduler.join(speaker, mode))
+            session = Session(self.scheduler.join(speaker, mode), self.window)
             self.sessions[session.caller] = session
-        self.wake.set()
         return session
 
     def leave(self, session: Session) -> None:
@@ -69,11 +89,12 @@ class Engine:
 
     def put(self, session: Session, seq: int, block: torch.Tensor) -> bool:
         """False where the caller sends faster than real time: more than `max_pending_blocks` beyond what the
-        wall clock allows since its first block. Where the server falls behind instead, the oldest waiting block
-        is dropped (and counted), so a caller's queue stays bounded either way."""
-        now = time.monotonic()
+        clock allows since its first block. Where the server falls behind instead, the oldest waiting block is
+        dropped (and counted), so a caller's queue stays bounded either way."""
+        now = self.clock()
         if session.first_block is None:
             session.first_block = now
+            self.wake.set()
         session.received += 1
         if session.received > (now - session.first_block) / self.period + self.max_pending_blocks:
             return False
@@ -81,39 +102,44 @@ class Engine:
             session.pending.popleft()
             session.caller.dropped_blocks += 1
         session.pending.append((seq, block))
-        if self._all_ready():
-            self.wake.set()
         return True
 
-    def _all_ready(self) -> bool:
-        """Every caller that has started sending has its next block here: a tick now waits for nobody."""
-        return all(s.pending for s in list(self.sessions.values()) if s.first_block is not None)
+    def _sending(self) -> bool:
+        return any(s.first_block is not None for s in list(self.sessions.values()))
 
     async def run(self) -> None:
-        """Tick forever (cancel to stop)."""
-        deadline = time.monotonic()
+        """Tick forever on the clock (cancel to stop); asleep while no caller sends."""
+        loop = asyncio.get_running_loop()
         while True:
-            if not any(s.first_block is not None for s in list(self.sessions.values())):
-                self.wake.clear()  # nobody sends yet: sleep until a first block comes
+            if not self._sending():
+                self.wake.clear()
                 await self.wake.wait()
-                deadline = time.monotonic() + self.period
-                continue
-            self.wake.clear()
-            if not self._all_ready():
-                try:
-                    await asyncio.wait_for(self.wake.wait(), max(0.0, deadline - time.monotonic()))
-                except TimeoutError:
-                    pass
-            started = time.monotonic()
-            outputs = await asyncio.get_running_loop().run_in_executor(TICK_THREAD, self._tick)
+                next_tick = self.clock()  # the first block is here: tick now, then every period
+            delay = next_tick - self.clock()
+            if delay > 0:
+                await self.sleep(delay)
+            outputs, stalled = await loop.run_in_executor(TICK_THREAD, self._tick)
             for session, message in outputs:
                 session.outbox.put_nowait(message)
-            # The next tick waits for every caller's next block, but for no one more than half a block late.
-            deadline = started + self.period * (1 + JITTER_BLOCKS)
+            for session in stalled:
+                self.evicted += 1
+                self.leave(session)
+                seconds = f"{STALL_SECONDS:g}"
+                reason = f"less than half of the audio of the last {seconds} s came: the call is too slow to go on"
+                session.outbox.put_nowait(protocol.ProtocolError(reason))
+            next_tick += self.period
+            if self.clock() - next_tick > MAX_BEHIND_TICKS * self.period:
+                self.restarts += 1  # the machine cannot keep up: start the clock again rather than burst
+                next_tick = self.clock()
 
-    def _tick(self) -> list[tuple[Session, tuple]]:
+    def _tick(self) -> tuple[list[tuple[Session, tuple]], list[Session]]:
+        """One tick: every sending caller's next block in (silence where it has none), its output out. Returns the
+        outputs and the callers that stalled."""
         with self.lock:
             for session in self.sessions.values():
+                if session.first_block is None:
+                    continue
+                session.recent.append(bool(session.pending))
                 if session.pending:
                     seq, block = session.pending.popleft()
                     self.scheduler.put(session.caller, block, seq)
@@ -126,7 +152,7 @@ class Engine:
                 session = self.sessions[caller]
                 result.append((session, (session.output_seq, caller.consumed, audio)))
                 session.output_seq += 1
-            return result
+            return result, [s for s in self.sessions.values() if s.stalled()]
 
     def compute_ms(self) -> tuple[float, float]:
         """p50 and p99 of the recent ticks' compute, in milliseconds."""

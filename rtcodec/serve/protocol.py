@@ -4,7 +4,8 @@
    `{"version": 1, "mode": "convert" | "codec", "voice": NAME | "upload", "latency": PRESET}`
    (`GET /info` lists the voices and presets). With `"voice": "upload"` its next message is a REFERENCE.
 2. The server answers with a text message `{"type": "ready", "block": samples per AUDIO message,
-   "sample_rate": 16000, "latency_samples": ..., "bitrate": 4800, "slot": ..., "mode": ..., "server": ...}`.
+   "sample_rate": 16000, "latency_samples": ..., "bitrate": 4800, "slot": ..., "mode": ...}` (and "server",
+   the host and process, where the server was started with --expose-host).
 3. Then both sides send binary messages: a header of version (1 byte, 1), type (1 byte) and sequence number (4
    bytes, big-endian), then the payload:
    - AUDIO (1), client to server: exactly `block` samples of 16 kHz mono int16 PCM, little-endian, one message
@@ -12,12 +13,13 @@
    - AUDIO (1), server to client: the input block this tick used (4 bytes: the client's sequence number, or
      0xFFFFFFFF where it had not come and silence stood in), then the new output samples, int16 PCM as above;
    - REFERENCE (2), client to server: an audio file of the target voice (any format soundfile reads), at
-     most `MAX_REFERENCE_BYTES` and `MAX_REFERENCE_SECONDS`.
+     most `MAX_REFERENCE_BYTES`, `MAX_REFERENCE_SECONDS` and `MAX_REFERENCE_SAMPLES` (frames x channels).
    The server also sends text `{"type": "stats", ...}` twice a second: its compute per tick (p50, p99), the
    caller's late and dropped blocks, and the slots in use.
 4. The server ends a call with a WebSocket close code and a reason a person can read: 1008 for a protocol
-   violation (a malformed message, or audio faster than real time), 1009 for a message too large, 1013 when
-   every slot is taken, 1011 for a server error.
+   violation (a malformed message, a reference that is not usable audio, audio faster than real time, or far
+   below it for a few seconds), 1009 for a message too large, 1013 when every slot is taken (or too many voice
+   uploads are in decoding), 1011 for a server error.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ SILENCE = 0xFFFFFFFF  # no client block this tick
 MAX_MESSAGE_BYTES = 4 << 20  # larger messages are refused before they are read whole
 MAX_REFERENCE_BYTES = 2 << 20
 MAX_REFERENCE_SECONDS = 30.0
+# Decoded samples (frames x channels) of a reference, read from its header before it is decoded: 30 s of 48 kHz
+# stereo. A header may declare any rate and channel count; this bounds the memory and time decoding takes.
+MAX_REFERENCE_SAMPLES = 2_880_000
 MIN_REFERENCE_SECONDS = 1.0
 HELLO_BYTES = 1024
 
@@ -58,8 +63,8 @@ def parse_hello(text: str, voices: list[str], presets: list[str]) -> dict:
         hello = json.loads(text)
     except json.JSONDecodeError:
         raise ProtocolError("the hello is not JSON") from None
-    if not isinstance(hello, dict) or hello.get("version") != VERSION:
-        raise ProtocolError(f"the hello must be a JSON object with version {VERSION}")
+    if not isinstance(hello, dict) or type(hello.get("version")) is not int or hello["version"] != VERSION:
+        raise ProtocolError(f"the hello must be a JSON object with version {VERSION} (an integer)")
     settings = {"mode": hello.get("mode", "convert"), "voice": hello.get("voice", voices[0] if voices else "upload")}
     settings["latency"] = hello.get("latency", presets[0])
     if settings["mode"] not in ("convert", "codec"):
@@ -69,6 +74,17 @@ def parse_hello(text: str, voices: list[str], presets: list[str]) -> dict:
     if settings["latency"] not in presets:
         raise ProtocolError(f"latency must be one of {presets}, not {settings['latency']!r}")
     return settings
+
+
+def check_reference_header(frames: int, rate: int, channels: int) -> None:
+    """Refuse a reference clip from its header, before it is decoded: too long, or too many samples."""
+    if rate <= 0 or frames > MAX_REFERENCE_SECONDS * rate:
+        raise ProtocolError(f"the reference clip is longer than {MAX_REFERENCE_SECONDS:g} s")
+    if frames * channels > MAX_REFERENCE_SAMPLES:
+        raise ProtocolError(
+            f"the reference clip holds {frames} x {channels} samples ({rate} Hz); at most {MAX_REFERENCE_SAMPLES} "
+            "(30 s of 48 kHz stereo)"
+        )
 
 
 def parse(data: bytes) -> tuple[int, int, bytes]:
