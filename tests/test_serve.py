@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import struct
@@ -216,3 +217,61 @@ def test_a_fault_of_the_server_ends_that_call_with_1011_and_the_server_goes_on(m
         with client.websocket_connect(WS) as ws:
             ws.send_text(hello())
             assert json.loads(ws.receive_text())["type"] == "ready"
+
+
+class Lockstep:
+    """The engine's clock and sleep for a test: time moves only when the test lets one sleep return."""
+
+    def __init__(self) -> None:
+        self.now, self.go = 0.0, asyncio.Semaphore(0)
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        await self.go.acquire()
+        self.now += delay
+
+
+def test_ticks_keep_the_clock_whatever_a_stalled_or_slow_caller_does(models):
+    """A good caller, one at 0.9x real time and one that sends one block and stops, on one engine for 4 s of its
+    clock: every tick comes on schedule, the good caller's every block is used on its own tick (its output that of
+    its pipeline alone), the slow one is concealed with silence and stays, the stalled one loses its slot after
+    STALL_SECONDS with a reason."""
+    from rtcodec.scheduler import CallerScheduler
+    from rtcodec.serve.engine import STALL_SECONDS, Engine
+    from rtcodec.serve.protocol import ProtocolError
+
+    speaker = torch.randn(256, generator=torch.Generator().manual_seed(3)) * 0.1
+    blocks = speech(4.0, 1)
+
+    async def main():
+        lock = Lockstep()
+        engine = Engine(CallerScheduler(models.encoder, models.decoder, slots=3), 80, lock.clock, lock.sleep)
+        runner = asyncio.create_task(engine.run())
+        good, slow, stalled = [await engine.join(speaker, "convert") for _ in range(3)]
+        for k, block in enumerate(blocks):
+            assert engine.put(good, k, torch.from_numpy(block))
+            if k % 10:
+                assert engine.put(slow, k, torch.zeros(BLOCK))
+            if k == 0:
+                assert engine.put(stalled, 0, torch.zeros(BLOCK))
+            else:
+                lock.go.release()  # the clock reaches tick k
+            while engine.ticks < k + 1:
+                await asyncio.sleep(0.001)
+        runner.cancel()
+        return engine, lock, good, slow, stalled
+
+    engine, lock, good, slow, stalled = asyncio.run(main())
+    assert engine.ticks == len(blocks) and lock.now == pytest.approx((len(blocks) - 1) * engine.period)
+    outputs = [good.outbox.get_nowait() for _ in range(good.outbox.qsize())]
+    assert [consumed for _, consumed, _ in outputs] == list(range(len(blocks))) and good.caller.late_blocks == 0
+    got = np.concatenate([audio.numpy() for _, _, audio in outputs])
+    want = reference(models.encoder, models.decoder, speaker, [torch.from_numpy(b) for b in blocks], "convert")
+    assert got.shape == tuple(want.shape) and np.abs(got - want.numpy()).max() < 1e-5
+    assert slow in engine.sessions.values() and slow.caller.late_blocks == (len(blocks) - 1) // 10
+    assert stalled not in engine.sessions.values() and engine.evicted == 1
+    messages = [stalled.outbox.get_nowait() for _ in range(stalled.outbox.qsize())]
+    assert len(messages) == round(STALL_SECONDS / engine.period) + 1  # its outputs up to the stall, then the close
+    assert isinstance(messages[-1], ProtocolError) and "less than half of the audio" in messages[-1].reason

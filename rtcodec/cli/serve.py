@@ -11,6 +11,7 @@ import torch
 from ..backends import BACKENDS
 from ..hub import from_pretrained
 from ..pipelines import LATENCY_PRESETS
+from ..serve.protocol import HEADER_TIMEOUT_S
 from .common import CommandError, add_model_options, load, port_number
 
 
@@ -20,6 +21,31 @@ def register(commands) -> None:
     )
     c.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     c.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
+    c.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name (the name in the browser's address bar, or the one a reverse "
+        "proxy passes on); '*' for any. Default: 127.0.0.1, localhost, ::1 and --host",
+    )
+    c.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also take calls from pages of this origin, e.g. https://app.example.com (default: the server's own page)",
+    )
+    c.add_argument(
+        "--expose-host", action="store_true", help="name this machine and process in /info and the ready message"
+    )
+    c.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"close connections that have not sent a request's headers within this (default: {HEADER_TIMEOUT_S:g})",
+    )
     c.add_argument("--slots", type=int, default=4, help="callers per latency preset, in one batch (default: 4)")
     c.add_argument(
         "--latency",
@@ -49,6 +75,8 @@ def run_serve(args: argparse.Namespace) -> None:
         import uvicorn
 
         from ..serve import ServeOptions, create_app, default_threads
+        from ..serve.app import allowed_hosts
+        from ..serve.guard import guarded_protocol
         from ..serve.protocol import MAX_MESSAGE_BYTES
     except ImportError as err:
         raise CommandError(f"rtcodec serve needs its extra: pip install 'rtcodec[serve]' ({err})") from None
@@ -58,16 +86,38 @@ def run_serve(args: argparse.Namespace) -> None:
         raise CommandError(f"--latency takes presets among {', '.join(LATENCY_PRESETS)}, got {args.latency!r}")
     if min(args.slots, args.hops_per_tick, args.threads or 1) < 1:
         raise CommandError("--slots, --hops-per-tick and --threads must be at least 1")
+    if not 0 < args.header_timeout < float("inf"):
+        raise CommandError(f"--header-timeout must be more than 0 seconds, got {args.header_timeout}")
     torch.set_num_threads(args.threads or default_threads())
     options = ServeOptions(
-        slots=args.slots, hops_per_tick=args.hops_per_tick, latencies=latencies, backend=args.backend
+        slots=args.slots,
+        hops_per_tick=args.hops_per_tick,
+        latencies=latencies,
+        backend=args.backend,
+        allowed_hosts=allowed_hosts(args.host, args.allow_host),
+        allowed_origins=tuple(args.allow_origin),
+        expose_host=args.expose_host,
     )
     if args.ray:
         return _run_on_ray(args, options)
     models = load(args, "v1")
     app = create_app(models, options)
     print(f"rtcodec serve: open http://{args.host}:{args.port}/ ({args.slots} slots per preset)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=MAX_MESSAGE_BYTES, log_level="warning")
+    if args.host in ("0.0.0.0", "::") and "*" not in options.allowed_hosts:
+        print(
+            f"rtcodec serve: requests are answered for the names {', '.join(options.allowed_hosts)} only: add the "
+            "names others use to reach this machine with --allow-host NAME",
+            file=sys.stderr,
+        )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ws_max_size=MAX_MESSAGE_BYTES,
+        log_level="warning",
+        http=guarded_protocol(args.header_timeout),
+        timeout_keep_alive=5,
+    )
 
 
 def _run_on_ray(args: argparse.Namespace, options) -> None:

@@ -78,6 +78,13 @@ class ServeOptions:
     expose_host: bool = False  # /info and the ready message name the server's host and process
 
 
+def allowed_hosts(bind: str, extra: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The names a server bound to `bind` answers to: the loopback's, `bind` itself (unless it is every
+    address), and `extra`."""
+    names = [*LOOPBACK_HOSTS, *([] if bind in ("0.0.0.0", "::", "") else [bind]), *extra]
+    return tuple(dict.fromkeys(names))
+
+
 def bundled_voices() -> dict[str, Path]:
     folder = resources.files("rtcodec.serve") / "voices"
     return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".wav")}

@@ -110,6 +110,7 @@ class Engine:
     async def run(self) -> None:
         """Tick forever on the clock (cancel to stop); asleep while no caller sends."""
         loop = asyncio.get_running_loop()
+        next_tick = self.clock()
         while True:
             if not self._sending():
                 self.wake.clear()
