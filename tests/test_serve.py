@@ -275,3 +275,60 @@ def test_ticks_keep_the_clock_whatever_a_stalled_or_slow_caller_does(models):
     messages = [stalled.outbox.get_nowait() for _ in range(stalled.outbox.qsize())]
     assert len(messages) == round(STALL_SECONDS / engine.period) + 1  # its outputs up to the stall, then the close
     assert isinstance(messages[-1], ProtocolError) and "less than half of the audio" in messages[-1].reason
+
+
+def test_a_full_server_refuses_an_upload_before_reading_it(models):
+    app = create_app(models, ServeOptions(slots=1))
+    with client_of(app) as client, client.websocket_connect(WS) as first:
+        first.send_text(hello())
+        assert json.loads(first.receive_text())["type"] == "ready"
+        with client.websocket_connect(WS) as second:
+            second.send_text(hello(voice="upload"))  # and no clip: the refusal comes first
+            assert close_of(second) == (1013, "all 1 slot is taken: try again later")
+
+
+def test_uploads_in_decoding_are_bounded_and_never_hold_back_a_bundled_voice(models, monkeypatch):
+    """Two uploads held in decoding: a third is refused (1013), and a caller with a bundled voice gets ready and
+    is served meanwhile."""
+    import threading
+
+    from rtcodec.serve.app import MAX_UPLOADS
+
+    app = create_app(models, ServeOptions(slots=4))
+    server = app.state.server
+    release, started = threading.Event(), []
+    real = server._uploaded_voice
+
+    def held(data):
+        started.append(1)
+        release.wait(60)
+        return real(data)
+
+    monkeypatch.setattr(server, "_uploaded_voice", held)
+    clip = io.BytesIO()
+    sf.write(clip, np.concatenate(speech(1.5, 5)), 16000, format="WAV")
+    upload = HEADER.pack(VERSION, REFERENCE, 0) + clip.getvalue()
+    with client_of(app) as client:
+        held_calls = [client.websocket_connect(WS) for _ in range(MAX_UPLOADS)]
+        for ws in held_calls:
+            ws.__enter__()
+            ws.send_text(hello(voice="upload"))
+            ws.send_bytes(upload)
+        while server.uploads < MAX_UPLOADS:
+            time.sleep(0.01)
+        with client.websocket_connect(WS) as third:
+            third.send_text(hello(voice="upload"))
+            third.send_bytes(upload)
+            code, reason = close_of(third)
+        assert code == 1013 and "too many voice uploads at once" in reason
+        with client.websocket_connect(WS) as bundled:
+            bundled.send_text(hello())
+            assert json.loads(bundled.receive_text())["type"] == "ready"
+            blocks = speech(0.2, 3)
+            for i, block in enumerate(blocks):
+                bundled.send_bytes(audio_message(i, block))
+            assert len(receive_until(bundled, len(blocks))) == len(blocks)
+        release.set()
+        for ws in held_calls:
+            assert json.loads(ws.receive_text())["type"] == "ready"
+            ws.__exit__(None, None, None)

@@ -16,9 +16,12 @@ import asyncio
 import io
 import json
 import logging
+import math
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ STATS_INTERVAL_S = 0.5
 IDLE_TIMEOUT_S = 10.0  # a caller that sends nothing this long (no hello, no audio) is disconnected
 MAX_UPLOADS = 2  # voice uploads in decoding at once, all callers together; more are refused (1013)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+FORBIDDEN_LOG_INTERVAL_S = 60.0
 
 
 def _lowest_priority() -> None:
@@ -98,7 +102,8 @@ class Server:
         self.voices = bundled_voices()
         # Up front, so a caller choosing a bundled voice never waits for an embedding.
         self.embeddings = {name: self.embedding(audio.read(path)) for name, path in self.voices.items()}
-        self.refused = self.violations = self.uploads = 0
+        self.refused = self.violations = self.uploads = self.forbidden = 0
+        self.forbidden_logged = -math.inf
         self.name = f"{socket.gethostname()}:{os.getpid()}" if options.expose_host else None
         self.engines: dict[str, Engine] = {}
         for preset in options.latencies:
@@ -111,6 +116,15 @@ class Server:
 
     def voice(self, name: str) -> torch.Tensor:
         return self.embeddings[name]
+
+    def forbid(self, reason: str) -> None:
+        """Count a request refused for its Host or Origin; log the first, then at most one a minute (a page can
+        send thousands)."""
+        self.forbidden += 1
+        now = time.monotonic()
+        if now - self.forbidden_logged >= FORBIDDEN_LOG_INTERVAL_S:
+            self.forbidden_logged = now
+            LOG.warning("refused: %s (%d refused so far; see rtcodec_forbidden_total)", reason, self.forbidden)
 
     def embedding(self, wav: torch.Tensor) -> torch.Tensor:
         return speaker_embedding(self.models.encoder, self.models.decoder, wav)[0].float()
@@ -148,6 +162,9 @@ class Server:
             "# HELP rtcodec_refused_total Callers refused: every slot taken.",
             "# TYPE rtcodec_refused_total counter",
             f"rtcodec_refused_total {self.refused}",
+            "# HELP rtcodec_forbidden_total Requests refused (403) for a Host or Origin not allowed.",
+            "# TYPE rtcodec_forbidden_total counter",
+            f"rtcodec_forbidden_total {self.forbidden}",
             "# HELP rtcodec_protocol_violations_total Callers disconnected for breaking the protocol.",
             "# TYPE rtcodec_protocol_violations_total counter",
             f"rtcodec_protocol_violations_total {self.violations}",
@@ -366,7 +383,9 @@ def create_app(models: Pretrained, options: ServeOptions | None = None) -> Starl
             WebSocketRoute("/ws", server.call),
             Mount("/", StaticFiles(directory=str(static), html=True)),
         ],
-        middleware=[Middleware(SameOrigin, hosts=options.allowed_hosts, origins=options.allowed_origins)],
+        middleware=[
+            Middleware(SameOrigin, hosts=options.allowed_hosts, origins=options.allowed_origins, refused=server.forbid)
+        ],
         lifespan=lifespan,
     )
     app.state.server = server
@@ -385,8 +404,8 @@ class SameOrigin:
     """ASGI middleware: 403 for a request whose Host is not one of the server's names, and for a WebSocket
     handshake from another site's page (an Origin neither the Host's own nor allowed)."""
 
-    def __init__(self, app, hosts: tuple[str, ...], origins: tuple[str, ...]) -> None:
-        self.app = app
+    def __init__(self, app, hosts: tuple[str, ...], origins: tuple[str, ...], refused: Callable[[str], None]) -> None:
+        self.app, self.refused = app, refused
         self.any_host = "*" in hosts
         self.hosts = {host_name(h) for h in hosts}
         self.origins = {o.strip().lower().rstrip("/") for o in origins}
@@ -403,7 +422,7 @@ class SameOrigin:
                 if origin.partition("://")[2] != host.strip().lower() and origin not in self.origins:
                     reason = f"calls from pages of {origin[:100]!r} are not allowed (rtcodec serve --allow-origin)"
             if reason is not None:
-                LOG.warning("refused: %s", reason)
+                self.refused(reason)
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": protocol.POLICY})  # HTTP 403 before the upgrade
                 else:
