@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import struct
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ def golden_models() -> Pretrained:
 
 @pytest.fixture(scope="module")
 def cluster():
-    from rtcodec.serve.ray import application
+    from rtcodec.serve.ray import application, run
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,7 +47,7 @@ def cluster():
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         options = ServeOptions(slots=2, expose_host=True)  # the ready message names the replica
-        serve.run(application(golden_models, options, replicas=2, num_cpus=0.5), route_prefix="/")
+        run(application(golden_models, options, replicas=2, num_cpus=0.5), options)
         yield f"ws://127.0.0.1:{port}/ws"
     finally:
         serve.shutdown()
@@ -99,6 +101,11 @@ def test_callers_spread_over_the_replicas_and_each_output_is_exact(cluster):
         assert "closed" not in result and exact(result, b, v, models)
 
 
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read().decode()
+
+
 def test_with_every_replica_full_a_caller_waits_for_a_free_slot(cluster):
     async def run():
         async def hold(ready: asyncio.Event, release: asyncio.Event):
@@ -116,6 +123,12 @@ def test_with_every_replica_full_a_caller_waits_for_a_free_slot(cluster):
         try:
             await asyncio.sleep(2.0)
             assert not readies[4].is_set()  # every slot is taken: it waits, and no call is refused
+            # The status applications answer meanwhile, outside the replicas' limit, with every replica's figures.
+            base = cluster.replace("ws://", "http://").removesuffix("/ws")
+            assert await asyncio.to_thread(fetch, base + "/healthz") == "ok\n"
+            metrics = await asyncio.to_thread(fetch, base + "/metrics")
+            full = re.findall(r'rtcodec_slots_active\{replica="([^"]+)",latency="exact"\} 2', metrics)
+            assert len(set(full)) == 2 and metrics.count("# TYPE rtcodec_slots_active gauge") == 1, metrics
             releases[0].set()  # a caller hangs up: the waiting one is served
             await asyncio.wait_for(readies[4].wait(), 60)
         finally:
@@ -140,7 +153,9 @@ def test_a_replica_killed_mid_call(cluster):
     async def kill_one_and_finish():
         calls = await run()
         replicas = [a for a in ray.util.list_named_actors(all_namespaces=True) if "rtcodec" in a["name"]]
-        replicas = [a for a in replicas if "SERVE_REPLICA" in a["name"]]
+        replicas = [
+            a for a in replicas if a["name"].startswith("SERVE_REPLICA::rtcodec#rtcodec#")
+        ]  # not the status apps
         assert len(replicas) == 2
         victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
         victim_pid = ray.get(victim.__ray_call__.remote(lambda self: __import__("os").getpid()))
@@ -163,7 +178,7 @@ def test_a_replica_killed_mid_call(cluster):
     assert "closed" not in new
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        status = serve.status().applications["default"].deployments["rtcodec"]
+        status = serve.status().applications["rtcodec"].deployments["rtcodec"]
         if status.status == "HEALTHY" and sum(status.replica_states.values()) == 2:
             break
         time.sleep(1)
@@ -176,7 +191,11 @@ def test_the_config_file_in_the_repo_builds_the_application():
     from rtcodec.serve.ray import app
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "rtcodec" / "serve" / "ray-serve.yaml").read_text())
-    (application,) = config["applications"]
+    from rtcodec.serve.ray import status_app
+
+    application, healthz, metrics = config["applications"]
     assert application["import_path"] == "rtcodec.serve.ray:app"
-    built = app(application["args"])
-    assert type(built).__name__ == "Application"
+    assert type(app(application["args"])).__name__ == "Application"
+    for status in (healthz, metrics):
+        assert status["route_prefix"] == status["args"]["path"] and status["import_path"].endswith(":status_app")
+        assert type(status_app(status["args"])).__name__ == "Application"

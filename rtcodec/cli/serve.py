@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -126,13 +127,15 @@ def _run_on_ray(args: argparse.Namespace, options) -> None:
         import ray
         from ray import serve
 
-        from ..serve.ray import application
+        from ..serve.ray import application, run
     except ImportError as err:
         raise CommandError(f"rtcodec serve --ray needs its extra: pip install 'rtcodec[ray]' ({err})") from None
     if args.replicas < 1:
         raise CommandError(f"--replicas must be at least 1, got {args.replicas}")
     load(args, "v1")  # the weights are here (or a clear error), before any replica tries
     checkpoint_dir, device = args.checkpoint_dir, args.device
+    if args.ray_address is None:  # a local Ray of ours: its control plane takes Ray's token (Ray >= 2.52)
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(address=args.ray_address, include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     deployment = application(
@@ -141,8 +144,14 @@ def _run_on_ray(args: argparse.Namespace, options) -> None:
         replicas=args.replicas,
         num_gpus=args.gpus_per_replica,
     )
-    serve.run(deployment, name="rtcodec", route_prefix="/")
-    print(f"rtcodec serve on Ray: open http://{args.host}:{args.port}/ ({args.replicas} replicas); Ctrl-C stops")
+    run(deployment, options)
+    print(
+        f"rtcodec serve on Ray: open http://{args.host}:{args.port}/ ({args.replicas} replicas); Ctrl-C stops.\n"
+        f"Ray's own ports (GCS, raylet, object manager, workers) listen on every network interface whatever --host "
+        f"says; they take Ray's token (RAY_AUTH_MODE={os.environ.get('RAY_AUTH_MODE', 'Ray default')}). On a "
+        "network you do not trust, block them with a firewall.",
+        file=sys.stderr,
+    )
     try:
         while True:
             time.sleep(3600)

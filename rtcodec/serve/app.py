@@ -52,6 +52,7 @@ IDLE_TIMEOUT_S = 10.0  # a caller that sends nothing this long (no hello, no aud
 MAX_UPLOADS = 2  # voice uploads in decoding at once, all callers together; more are refused (1013)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 FORBIDDEN_LOG_INTERVAL_S = 60.0
+METRICS_TYPE = "text/plain; version=0.0.4"
 
 
 def _lowest_priority() -> None:
@@ -87,6 +88,28 @@ def allowed_hosts(bind: str, extra: list[str] | tuple[str, ...] = ()) -> tuple[s
     address), and `extra`."""
     names = [*LOOPBACK_HOSTS, *([] if bind in ("0.0.0.0", "::", "") else [bind]), *extra]
     return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class Metric:
+    """One Prometheus metric family: its samples as (labels, value)."""
+
+    name: str
+    kind: str
+    help: str
+    samples: list[tuple[dict[str, str], float]]
+
+
+def render_metrics(metrics: list[Metric], extra: dict[str, str] | None = None) -> str:
+    """Prometheus's text format, `extra` labels on every sample."""
+    lines = []
+    for metric in metrics:
+        lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
+        for labels, value in metric.samples:
+            labels = {**(extra or {}), **labels}
+            text = ",".join(f'{key}="{value}"' for key, value in labels.items())
+            lines.append(f"{metric.name}{{{text}}} {value:g}" if text else f"{metric.name} {value:g}")
+    return "\n".join(lines) + "\n"
 
 
 def bundled_voices() -> dict[str, Path]:
@@ -133,43 +156,55 @@ class Server:
         info = {"voices": sorted(self.voices), "latencies": list(self.engines), "sample_rate": SAMPLE_RATE}
         return info if self.name is None else {**info, "server": self.name}
 
-    def metrics(self) -> str:
-        lines = [
-            "# HELP rtcodec_slots_active Callers in a slot.",
-            "# TYPE rtcodec_slots_active gauge",
+    def metrics(self) -> list[Metric]:
+        """The Prometheus figures of this server (`render_metrics` writes them out)."""
+        engines = list(self.engines.items())
+        sessions = [s for _, engine in engines for s in list(engine.sessions.values())]
+        compute = {preset: engine.compute_ms() for preset, engine in engines}
+        return [
+            Metric(
+                "rtcodec_slots_active",
+                "gauge",
+                "Callers in a slot.",
+                [({"latency": p}, len(e.sessions)) for p, e in engines],
+            ),
+            Metric(
+                "rtcodec_slots_free",
+                "gauge",
+                "Free slots.",
+                [({"latency": p}, e.scheduler.free_slots) for p, e in engines],
+            ),
+            Metric(
+                "rtcodec_tick_compute_seconds",
+                "summary",
+                "Compute per tick over the recent ticks.",
+                [
+                    ({"latency": p, "quantile": q}, compute[p][i] / 1000)
+                    for p, _ in engines
+                    for i, q in enumerate(("0.5", "0.99"))
+                ],
+            ),
+            Metric("rtcodec_ticks_total", "counter", "Ticks run.", [({"latency": p}, e.ticks) for p, e in engines]),
+            Metric(
+                "rtcodec_late_blocks",
+                "gauge",
+                "Blocks of the connected callers that came too late (silence played).",
+                [({}, sum(s.caller.late_blocks for s in sessions))],
+            ),
+            Metric("rtcodec_refused_total", "counter", "Callers refused: every slot taken.", [({}, self.refused)]),
+            Metric(
+                "rtcodec_forbidden_total",
+                "counter",
+                "Requests refused (403) for a Host or Origin not allowed.",
+                [({}, self.forbidden)],
+            ),
+            Metric(
+                "rtcodec_protocol_violations_total",
+                "counter",
+                "Callers disconnected for breaking the protocol.",
+                [({}, self.violations)],
+            ),
         ]
-        for preset, engine in self.engines.items():
-            lines.append(f'rtcodec_slots_active{{latency="{preset}"}} {len(engine.sessions)}')
-        lines += ["# HELP rtcodec_slots_free Free slots.", "# TYPE rtcodec_slots_free gauge"]
-        for preset, engine in self.engines.items():
-            lines.append(f'rtcodec_slots_free{{latency="{preset}"}} {engine.scheduler.free_slots}')
-        lines += [
-            "# HELP rtcodec_tick_compute_seconds Compute per tick over the recent ticks.",
-            "# TYPE rtcodec_tick_compute_seconds summary",
-        ]
-        for preset, engine in self.engines.items():
-            p50, p99 = engine.compute_ms()
-            lines.append(f'rtcodec_tick_compute_seconds{{latency="{preset}",quantile="0.5"}} {p50 / 1000:.6f}')
-            lines.append(f'rtcodec_tick_compute_seconds{{latency="{preset}",quantile="0.99"}} {p99 / 1000:.6f}')
-        lines += ["# HELP rtcodec_ticks_total Ticks run.", "# TYPE rtcodec_ticks_total counter"]
-        for preset, engine in self.engines.items():
-            lines.append(f'rtcodec_ticks_total{{latency="{preset}"}} {engine.ticks}')
-        late = sum(s.caller.late_blocks for e in self.engines.values() for s in e.sessions.values())
-        lines += [
-            "# HELP rtcodec_late_blocks Blocks of the connected callers that came too late (silence played).",
-            "# TYPE rtcodec_late_blocks gauge",
-            f"rtcodec_late_blocks {late}",
-            "# HELP rtcodec_refused_total Callers refused: every slot taken.",
-            "# TYPE rtcodec_refused_total counter",
-            f"rtcodec_refused_total {self.refused}",
-            "# HELP rtcodec_forbidden_total Requests refused (403) for a Host or Origin not allowed.",
-            "# TYPE rtcodec_forbidden_total counter",
-            f"rtcodec_forbidden_total {self.forbidden}",
-            "# HELP rtcodec_protocol_violations_total Callers disconnected for breaking the protocol.",
-            "# TYPE rtcodec_protocol_violations_total counter",
-            f"rtcodec_protocol_violations_total {self.violations}",
-        ]
-        return "\n".join(lines) + "\n"
 
     async def call(self, ws: WebSocket) -> None:
         """One caller, from the hello to the close."""
@@ -368,7 +403,7 @@ def create_app(models: Pretrained, options: ServeOptions | None = None) -> Starl
         return PlainTextResponse("ok\n")
 
     async def metrics(request):
-        return PlainTextResponse(server.metrics(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(render_metrics(server.metrics()), media_type=METRICS_TYPE)
 
     async def info(request):
         return JSONResponse(server.info())

@@ -6,16 +6,112 @@ full replica. With every replica full, a new caller waits in Ray's queue: its We
 a call ends (a client sets its own time limit); beyond `max_waiting` waiting callers, Ray answers HTTP 503. Ray
 restarts a replica that dies; its callers' connections close. Ray Serve routes, health-checks, autoscales and
 runs the same code on one machine or a cluster: rtcodec writes no balancer.
+
+`/healthz` and `/metrics` are applications of their own (`status`), outside the replicas' limit on requests, so
+they answer while every slot is held: each replica reports its figures every second to a named actor (the
+board), and `/metrics` shows every replica's, labelled `replica`; `/healthz` is ok while a replica reports.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
+import ray
 from ray import serve
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from ..hub import Pretrained, from_pretrained
-from .app import ServeOptions, create_app
+from .app import METRICS_TYPE, Metric, SameOrigin, ServeOptions, create_app, render_metrics
+
+REPORT_INTERVAL_S = 1.0
+STALE_S = 10.0  # a replica silent this long is left out of /metrics, and /healthz fails with none left
+STATUS_PATHS = ("/healthz", "/metrics")
+
+
+@ray.remote(num_cpus=0)
+class Board:
+    """The replicas' latest figures."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, tuple[float, list[Metric]]] = {}
+
+    def put(self, replica: str, metrics: list[Metric]) -> None:
+        self.reports[replica] = (time.monotonic(), metrics)
+
+    def fresh(self) -> dict[str, list[Metric]]:
+        now = time.monotonic()
+        return {replica: metrics for replica, (at, metrics) in self.reports.items() if now - at < STALE_S}
+
+
+def board():
+    """The board of this Ray cluster (made by whoever asks first)."""
+    return Board.options(name="rtcodec-board", namespace="rtcodec", get_if_exists=True, lifetime="detached").remote()
+
+
+def _report(server) -> None:
+    """Send this replica's figures to the board every second, from a thread of its own."""
+    replica = serve.get_replica_context().replica_id.unique_id
+
+    def loop() -> None:
+        target = board()
+        while True:
+            try:
+                target.put.remote(replica, server.metrics())
+            except Exception:  # the board's actor went away with its node: the next report makes it again
+                target = board()
+            time.sleep(REPORT_INTERVAL_S)
+
+    threading.Thread(target=loop, name="rtcodec-report", daemon=True).start()
+
+
+def merged_metrics(reports: dict[str, list[Metric]]) -> list[Metric]:
+    """Every replica's figures in one family per metric, each sample labelled with its replica."""
+    families: dict[str, Metric] = {}
+    for replica, metrics in sorted(reports.items()):
+        for metric in metrics:
+            family = families.setdefault(metric.name, Metric(metric.name, metric.kind, metric.help, []))
+            family.samples += [({"replica": replica, **labels}, value) for labels, value in metric.samples]
+    return list(families.values())
+
+
+def status(path: str, options: ServeOptions | None = None):
+    """The application that answers `path` (/healthz or /metrics) from the board, for `route_prefix=path`."""
+    if path not in STATUS_PATHS:
+        raise ValueError(f"path is one of {STATUS_PATHS}, got {path!r}")
+    options = options or ServeOptions()
+
+    def build():
+        async def answer(request):
+            reports = await board().fresh.remote()
+            if path == "/metrics":
+                return PlainTextResponse(render_metrics(merged_metrics(reports)), media_type=METRICS_TYPE)
+            if not reports:
+                return PlainTextResponse(f"no replica has reported for {STALE_S:g} s\n", status_code=503)
+            return PlainTextResponse("ok\n")
+
+        # Refusals are the main application's to count and log; here they are only refused.
+        quiet = Middleware(SameOrigin, hosts=options.allowed_hosts, origins=options.allowed_origins, refused=len)
+        return Starlette(routes=[Route("/", answer)], middleware=[quiet])
+
+    @serve.ingress(build)
+    class Status:
+        """Answers from the board, never from a replica: a full replica queues calls, not this."""
+
+    name = "rtcodec" + path.replace("/", "-")
+    deployment = serve.deployment(Status, name=name, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0})
+    return deployment.bind()
+
+
+def run(main, options: ServeOptions | None = None) -> None:
+    """Deploy `main` (an `application`) at / and the status applications at their paths."""
+    serve.run(main, name="rtcodec", route_prefix="/")
+    for path in STATUS_PATHS:
+        serve.run(status(path, options), name="rtcodec" + path.replace("/", "-"), route_prefix=path)
 
 
 def application(
@@ -33,7 +129,9 @@ def application(
     options = options or ServeOptions()
 
     def build():
-        return create_app(load_models(), options)
+        app = create_app(load_models(), options)
+        _report(app.state.server)
+        return app
 
     @serve.ingress(build)
     class Replica:
@@ -69,3 +167,9 @@ def app(args: dict):
         num_cpus=float(args.get("num_cpus", 1)),
         autoscaling=args.get("autoscaling"),
     )
+
+
+def status_app(args: dict):
+    """For config files: `import_path: rtcodec.serve.ray:status_app` with `args: {path: /healthz}` (or /metrics)
+    and `route_prefix` the same path."""
+    return status(args.get("path", "/healthz"))
