@@ -220,26 +220,38 @@ def test_a_fault_of_the_server_ends_that_call_with_1011_and_the_server_goes_on(m
 
 
 class Lockstep:
-    """The engine's clock and sleep for a test: time moves only when the test lets one sleep return."""
+    """The engine's clock and sleep for a test: time moves only when the test lets a sleep end (`advance`)."""
 
     def __init__(self) -> None:
-        self.now, self.go = 0.0, asyncio.Semaphore(0)
+        self.now, self.sleeping = 0.0, None
 
     def clock(self) -> float:
         return self.now
 
     async def sleep(self, delay: float) -> None:
-        await self.go.acquire()
+        self.sleeping = asyncio.get_running_loop().create_future()
+        try:
+            await self.sleeping
+        finally:
+            self.sleeping = None
         self.now += delay
+
+    def advance(self) -> bool:
+        """End the engine's sleep, if it sleeps."""
+        if self.sleeping is None or self.sleeping.done():
+            return False
+        self.sleeping.set_result(None)
+        return True
 
 
 def test_ticks_keep_the_clock_whatever_a_stalled_or_slow_caller_does(models):
     """A good caller, one at 0.9x real time and one that sends one block and stops, on one engine for 4 s of its
-    clock: every tick comes on schedule, the good caller's every block is used on its own tick (its output that of
-    its pipeline alone), the slow one is concealed with silence and stays, the stalled one loses its slot after
-    STALL_SECONDS with a reason."""
+    clock, each block sent at its time: no tick ever waits past its due time (the clock ends where the schedule
+    says), the good caller's every block is used on its own tick (its output that of its pipeline alone), the
+    slow one is concealed with silence and stays, the stalled one loses its slot after STALL_SECONDS with a
+    reason."""
     from rtcodec.scheduler import CallerScheduler
-    from rtcodec.serve.engine import STALL_SECONDS, Engine
+    from rtcodec.serve.engine import JITTER_BLOCKS, STALL_SECONDS, Engine
     from rtcodec.serve.protocol import ProtocolError
 
     speaker = torch.randn(256, generator=torch.Generator().manual_seed(3)) * 0.1
@@ -256,15 +268,16 @@ def test_ticks_keep_the_clock_whatever_a_stalled_or_slow_caller_does(models):
                 assert engine.put(slow, k, torch.zeros(BLOCK))
             if k == 0:
                 assert engine.put(stalled, 0, torch.zeros(BLOCK))
-            else:
-                lock.go.release()  # the clock reaches tick k
-            while engine.ticks < k + 1:
+            while engine.ticks < k + 1:  # tick k, now or at its due time
+                lock.advance()
                 await asyncio.sleep(0.001)
         runner.cancel()
         return engine, lock, good, slow, stalled
 
     engine, lock, good, slow, stalled = asyncio.run(main())
-    assert engine.ticks == len(blocks) and lock.now == pytest.approx((len(blocks) - 1) * engine.period)
+    # The clock moved only by waits for tick k's due time, k * period + JITTER_BLOCKS periods after the first
+    # block: a schedule that moved with the ticks (each due 1.5 periods after the last) would end far later.
+    assert engine.ticks == len(blocks) and 0 < lock.now <= (len(blocks) - 1 + JITTER_BLOCKS) * engine.period
     outputs = [good.outbox.get_nowait() for _ in range(good.outbox.qsize())]
     assert [consumed for _, consumed, _ in outputs] == list(range(len(blocks))) and good.caller.late_blocks == 0
     got = np.concatenate([audio.numpy() for _, _, audio in outputs])
@@ -296,15 +309,14 @@ def test_uploads_in_decoding_are_bounded_and_never_hold_back_a_bundled_voice(mod
 
     app = create_app(models, ServeOptions(slots=4))
     server = app.state.server
-    release, started = threading.Event(), []
-    real = server._uploaded_voice
+    release = threading.Event()
+    real = server.upload_worker.embed
 
-    def held(data):
-        started.append(1)
-        release.wait(60)
-        return real(data)
+    async def held(data):
+        await asyncio.to_thread(release.wait, 60)
+        return await real(data)
 
-    monkeypatch.setattr(server, "_uploaded_voice", held)
+    monkeypatch.setattr(server.upload_worker, "embed", held)
     clip = io.BytesIO()
     sf.write(clip, np.concatenate(speech(1.5, 5)), 16000, format="WAV")
     upload = HEADER.pack(VERSION, REFERENCE, 0) + clip.getvalue()

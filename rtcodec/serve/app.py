@@ -6,29 +6,25 @@ Every web page the user visits can reach a server on 127.0.0.1, so the app answe
 one of its names (a page on another site reached through DNS rebinding carries that site's name), and takes a
 WebSocket only from its own page or an `allowed_origins` entry (browsers always send `Origin` on WebSocket
 handshakes; a client that sends none is not a browser page, and is taken). A voice upload is read only once the
-caller holds a slot, and decoded on a thread of its own at the lowest CPU priority, at most `MAX_UPLOADS` at a
-time, so uploads never hold back the ticks, the bundled voices or each other beyond that bound.
+caller holds a slot, and decoded in a process of its own at the lowest CPU priority (`uploads`), at most
+`MAX_UPLOADS` at a time, so uploads never hold back the ticks, the bundled voices or each other beyond that bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import math
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import soundfile as sf
 import torch
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -45,6 +41,7 @@ from ..scheduler import CallerScheduler, SlotsFullError
 from ..streaming import StreamOptions
 from . import protocol
 from .engine import Engine, Session
+from .uploads import UploadWorker
 
 LOG = logging.getLogger("rtcodec.serve")
 STATS_INTERVAL_S = 0.5
@@ -53,18 +50,6 @@ MAX_UPLOADS = 2  # voice uploads in decoding at once, all callers together; more
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 FORBIDDEN_LOG_INTERVAL_S = 60.0
 METRICS_TYPE = "text/plain; version=0.0.4"
-
-
-def _lowest_priority() -> None:
-    """Run this thread (and the OpenMP workers it starts) at nice 19: an upload's decoding takes only the CPU
-    the ticks leave (Linux sets niceness per thread)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # not Linux: the bound on uploads at once still holds
-        pass
-
-
-UPLOAD_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtcodec-upload", initializer=_lowest_priority)
 
 
 @dataclass
@@ -126,6 +111,7 @@ class Server:
         # Up front, so a caller choosing a bundled voice never waits for an embedding.
         self.embeddings = {name: self.embedding(audio.read(path)) for name, path in self.voices.items()}
         self.refused = self.violations = self.uploads = self.forbidden = 0
+        self.upload_worker = UploadWorker(models)
         self.forbidden_logged = -math.inf
         self.name = f"{socket.gethostname()}:{os.getpid()}" if options.expose_host else None
         self.engines: dict[str, Engine] = {}
@@ -258,7 +244,7 @@ class Server:
                 engine.leave(session)
 
     async def _upload(self, data: bytes) -> torch.Tensor:
-        """The voice of an uploaded REFERENCE message, decoded on the upload thread (1013 where `MAX_UPLOADS`
+        """The voice of an uploaded REFERENCE message, decoded by the upload worker (1013 where `MAX_UPLOADS`
         are in decoding already)."""
         if self.uploads >= MAX_UPLOADS:
             raise protocol.ProtocolError(
@@ -266,34 +252,9 @@ class Server:
             )
         self.uploads += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(UPLOAD_THREAD, self._uploaded_voice, data)
+            return await self.upload_worker.embed(data)
         finally:
             self.uploads -= 1
-
-    def _uploaded_voice(self, data: bytes) -> torch.Tensor:
-        kind, _, payload = protocol.parse(data)
-        if kind != protocol.REFERENCE:
-            raise protocol.ProtocolError("with voice upload, the message after the hello is the REFERENCE clip")
-        if len(payload) > protocol.MAX_REFERENCE_BYTES:
-            raise protocol.ProtocolError(
-                f"the reference clip is {len(payload)} bytes; at most {protocol.MAX_REFERENCE_BYTES}", protocol.TOO_BIG
-            )
-        try:
-            with sf.SoundFile(io.BytesIO(payload)) as file:
-                protocol.check_reference_header(file.frames, file.samplerate, file.channels)
-                data, rate = file.read(dtype="float32", always_2d=True), file.samplerate
-            wav = audio.to_model_rate(data, rate, "the reference clip", notice=lambda message: None)
-        except audio.AudioError as err:
-            raise protocol.ProtocolError(f"the reference clip is not usable audio: {err}") from None
-        except (sf.LibsndfileError, RuntimeError, TypeError) as err:  # libsndfile's own words, not our buffer's repr
-            reason = getattr(err, "error_string", "") or "not a format soundfile reads"
-            raise protocol.ProtocolError(f"the reference clip is not usable audio: {reason}") from None
-        if wav.shape[2] < protocol.MIN_REFERENCE_SECONDS * SAMPLE_RATE:
-            raise protocol.ProtocolError(f"the reference clip is shorter than {protocol.MIN_REFERENCE_SECONDS:g} s")
-        embedding = self.embedding(wav)
-        if not torch.isfinite(embedding).all():  # e.g. samples of 1e30: finite, but far beyond any audio
-            raise protocol.ProtocolError("the reference clip gives no usable voice: its samples are far out of range")
-        return embedding
 
 
 async def _receive(ws: WebSocket) -> dict:
@@ -373,10 +334,15 @@ async def _serve(ws: WebSocket, engine: Engine, session: Session) -> None:
     finally:
         for task in tasks:
             task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    for result in results:  # the first half to stop says why
-        if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
-            raise result
+            task.add_done_callback(_retrieved)  # whenever it ends: its exception is not left unretrieved
+    for task in done:  # the first half to stop says why
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
@@ -392,12 +358,14 @@ def create_app(models: Pretrained, options: ServeOptions | None = None) -> Starl
 
     @asynccontextmanager
     async def lifespan(app):
+        server.upload_worker.start()
         tasks = [asyncio.create_task(engine.run()) for engine in server.engines.values()]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
+            server.upload_worker.close()
 
     async def healthz(request):
         return PlainTextResponse("ok\n")

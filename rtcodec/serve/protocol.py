@@ -55,6 +55,9 @@ class ProtocolError(ValueError):
         super().__init__(reason)
         self.reason, self.code = reason, code
 
+    def __reduce__(self):  # whole across processes (an upload's is raised in the upload worker)
+        return type(self), (self.reason, self.code)
+
 
 def parse_hello(text: str, voices: list[str], presets: list[str]) -> dict:
     """The hello's settings, each checked: ProtocolError naming the first that is wrong."""
