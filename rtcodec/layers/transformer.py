@@ -40,8 +40,21 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
         h = self._norm(self.ln_1, x, speaker)
-        x = x + self.self_attn(h, h, h, need_weights=False)[0]
+        x = x + self_attention(self.self_attn, h)
         return x + self.ffn(self._norm(self.ln_2, x, speaker))
+
+
+def self_attention(mha: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """`mha(x, x, x)` (no mask, no dropout: inference) through `scaled_dot_product_attention`, whose fused
+    kernels work block by block: memory grows with the clip's length, not its square (the timbre encoder attends
+    over a whole clip, and `nn.MultiheadAttention` built the T x T weights: 9.6 GB for 5 minutes)."""
+    if mha.training and mha.dropout > 0:
+        return mha(x, x, x, need_weights=False)[0]
+    batch, frames, channels = x.shape
+    q, k, v = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(batch, frames, mha.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v)
+    return mha.out_proj(y.transpose(1, 2).reshape(batch, frames, channels))
 
 
 class TransformerEncoder(nn.Module):

@@ -85,14 +85,13 @@ class Metric:
     samples: list[tuple[dict[str, str], float]]
 
 
-def render_metrics(metrics: list[Metric], extra: dict[str, str] | None = None) -> str:
-    """Prometheus's text format, `extra` labels on every sample."""
+def render_metrics(metrics: list[Metric]) -> str:
+    """Prometheus's text format."""
     lines = []
     for metric in metrics:
         lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
         for labels, value in metric.samples:
-            labels = {**(extra or {}), **labels}
-            text = ",".join(f'{key}="{value}"' for key, value in labels.items())
+            text = ",".join(f'{name}="{label}"' for name, label in labels.items())
             lines.append(f"{metric.name}{{{text}}} {value:g}" if text else f"{metric.name} {value:g}")
     return "\n".join(lines) + "\n"
 
@@ -178,6 +177,18 @@ class Server:
                 [({}, sum(s.caller.late_blocks for s in sessions))],
             ),
             Metric("rtcodec_refused_total", "counter", "Callers refused: every slot taken.", [({}, self.refused)]),
+            Metric(
+                "rtcodec_stalled_total",
+                "counter",
+                "Callers whose slot was taken back: less than half of their audio came over 3 s.",
+                [({"latency": p}, e.evicted) for p, e in engines],
+            ),
+            Metric(
+                "rtcodec_clock_restarts_total",
+                "counter",
+                "Times the ticks fell 8 blocks behind the clock (the machine cannot keep up) and started it again.",
+                [({"latency": p}, e.restarts) for p, e in engines],
+            ),
             Metric(
                 "rtcodec_forbidden_total",
                 "counter",
