@@ -368,6 +368,15 @@ def test_live_without_audio_devices_says_so_before_loading(capsys, monkeypatch, 
     assert code == 1 and err.startswith("rtcodec: error: no audio devices found") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", [["send"], ["receive", "--port", "50621"]])
+def test_send_from_the_microphone_and_receive_to_speakers_check_devices_before_loading(
+    capsys, monkeypatch, tmp_path, command
+):
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(np.zeros(0), devices=()))
+    code, err = run(capsys, *command, "--checkpoint-dir", tmp_path)  # empty: loading would fail differently
+    assert code == 1 and err.startswith("rtcodec: error: no audio devices found") and err.count("\n") == 1, err
+
+
 def _send_receive(ckpt, clip, out: Path, port: int, drop, timeout: float = 30.0) -> str:
     ready = threading.Event()
     receive = parser().parse_args(

@@ -154,15 +154,16 @@ def _device(value: str | None):
     return int(value) if value is not None and value.isdigit() else value
 
 
-def _check_devices(sd, args: argparse.Namespace) -> None:
-    """The input and output devices exist and take 16 kHz mono float32: one line if not, before any loading."""
+def check_devices(sd, input_device=None, output_device=None, *, needs_input=True, needs_output=True) -> None:
+    """The devices a command needs exist and take 16 kHz mono float32: one line if not, before any loading."""
     if not len(sd.query_devices()):
         raise CommandError("no audio devices found (is a sound card or an audio server such as PulseAudio there?)")
+    settings = {"channels": 1, "dtype": "float32", "samplerate": SAMPLE_RATE}
     try:
-        sd.check_input_settings(device=_device(args.input_device), channels=1, dtype="float32", samplerate=SAMPLE_RATE)
-        sd.check_output_settings(
-            device=_device(args.output_device), channels=1, dtype="float32", samplerate=SAMPLE_RATE
-        )
+        if needs_input:
+            sd.check_input_settings(device=_device(input_device), **settings)
+        if needs_output:
+            sd.check_output_settings(device=_device(output_device), **settings)
     except (sd.PortAudioError, ValueError) as err:
         raise CommandError(f"audio device: {err} (rtcodec live --list-devices shows them)") from None
 
@@ -180,7 +181,7 @@ def run_live(args: argparse.Namespace) -> None:
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads or default_threads())
-    _check_devices(sd, args)
+    check_devices(sd, args.input_device, args.output_device)
     reference = audio.read(args.reference)
     models = load(args, "v1")
     lookahead = LATENCY_PRESETS[args.latency] if args.lookahead is None else (args.lookahead, args.lookahead)

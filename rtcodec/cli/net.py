@@ -20,6 +20,7 @@ from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import CodecReceiver, CodecSender, speaker_embedding
 from ..transport import MAX_FRAMES_PER_PACKET, REQUEST, Receiver, Sender, packet, sequence_number
 from .common import CommandError, add_model_options, check_output, load, port_number
+from .live import _sounddevice, check_devices
 
 DEFAULT_PORT = 50555
 ENROLL_SECONDS = 3.0  # microphone audio taken for the speaker embedding before the stream starts
@@ -111,8 +112,6 @@ def _peer(value: str) -> tuple[str, int | None]:
 
 def _microphone(seconds: float, block: int):
     """Blocks `[1, 1, block]` from the microphone for `seconds` (blocking reads)."""
-    from .live import _sounddevice
-
     with _sounddevice().InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", blocksize=block) as mic:
         for _ in range(int(seconds * SAMPLE_RATE) // block):
             data, _ = mic.read(block)
@@ -128,6 +127,7 @@ def run_send(args: argparse.Namespace, drop: Callable[[int], bool] = lambda seq:
     receiver = _resolve(args.host, args.port)
     block = HOP_LENGTH * args.frames_per_packet
     if args.input is None:  # the speaker embedding comes from the first seconds, the stream from what follows
+        check_devices(_sounddevice(), needs_output=False)
         print(f"enrolling: speak for {ENROLL_SECONDS:g} s", file=sys.stderr)
         enrollment = torch.cat(list(_microphone(ENROLL_SECONDS, block)), dim=2)
         blocks, paced = _microphone(args.seconds, block), False
@@ -173,6 +173,8 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
     peer = _peer(args.peer) if args.peer else None
     if args.output:
         check_output(args.output)
+    else:
+        check_devices(_sounddevice(), needs_input=False)
     models = load(args, "v1")
     sock = _socket()
     try:
@@ -229,8 +231,6 @@ class _Player:
     """Plays decoded chunks as they come, through a blocking sounddevice output stream."""
 
     def __init__(self) -> None:
-        from .live import _sounddevice
-
         self.stream = _sounddevice().OutputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32")
         self.stream.start()
 
