@@ -105,3 +105,22 @@ def test_v2_codes_cover_the_shorter_of_both_inputs(models):
         emb, ids, _, quantized, spk = models["dec2"](enc_out, prosody)
     assert enc_out.shape[2] == 6 and prosody.shape[2] == 5
     assert ids.shape == (6, 1, 5) and emb.shape == (1, 256, 5) and spk.shape == (1, 256)
+
+
+def test_the_progress_bar_writes_lines_into_a_log_and_redraws_on_a_terminal():
+    import io
+
+    from rtcodec.cli.progress import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log, terminal = io.StringIO(), Terminal()
+    for stream in (log, terminal):
+        bar = ProgressBar("decoding", stream, min_seconds=0)
+        for done in range(201):
+            bar(done, 200)
+        bar.close()
+    assert "\r" not in log.getvalue() and log.getvalue().count("\n") == 11  # 0 %, 10 %, ..., 100 %
+    assert terminal.getvalue().count("\r") == 201 and terminal.getvalue().endswith("100%     0 s left\n")

@@ -46,7 +46,7 @@ def register(commands) -> None:
 
     c = commands.add_parser("decode", help=".fac bitstream to an audio file")
     c.add_argument("input", help=".fac file")
-    c.add_argument("output", help="audio file to write (16 kHz; .wav, .flac or .ogg)")
+    c.add_argument("output", help="audio file to write (16 kHz; .wav, .flac, .ogg or .mp3)")
     add_model_options(c)
     c.set_defaults(run=run_decode)
 
