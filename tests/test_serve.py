@@ -344,3 +344,31 @@ def test_uploads_in_decoding_are_bounded_and_never_hold_back_a_bundled_voice(mod
         for ws in held_calls:
             assert json.loads(ws.receive_text())["type"] == "ready"
             ws.__exit__(None, None, None)
+
+
+def test_an_upload_worker_that_dies_is_replaced(models):
+    """Killed (say, out of memory): the next upload is refused with 1013 "try again", the one after it is decoded
+    by a new worker."""
+    import os
+    import signal
+
+    app = create_app(models, ServeOptions(slots=1))
+    clip = io.BytesIO()
+    sf.write(clip, np.concatenate(speech(1.5, 5)), 16000, format="WAV")
+    upload = HEADER.pack(VERSION, REFERENCE, 0) + clip.getvalue()
+    with client_of(app) as client:
+        pool = app.state.server.upload_worker.pool
+        for pid in pool._processes:
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(600):  # the pool notices (its management thread)
+            if pool._broken:
+                break
+            time.sleep(0.05)
+        outcomes = []
+        for _ in range(2):
+            with client.websocket_connect(WS) as ws:
+                ws.send_text(hello(voice="upload"))
+                ws.send_bytes(upload)
+                message = ws.receive()
+                outcomes.append(json.loads(message["text"])["type"] if message.get("text") else message.get("code"))
+    assert outcomes == [1013, "ready"], outcomes

@@ -99,9 +99,11 @@ class UploadWorker:
         self._pool().submit(os.getpid).result()
 
     async def embed(self, data: bytes) -> torch.Tensor:
+        if self.pool is None:  # not started, or its worker died: start one off the event loop
+            await asyncio.to_thread(self.start)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool(), _embed_in_worker, data)
+            return await loop.run_in_executor(self.pool, _embed_in_worker, data)
         except BrokenProcessPool:  # the worker died (killed, out of memory): a new one for the next upload
             self.pool = None
             raise protocol.ProtocolError(
