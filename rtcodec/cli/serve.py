@@ -76,7 +76,7 @@ def run_serve(args: argparse.Namespace) -> None:
         import uvicorn
 
         from ..serve import ServeOptions, create_app, default_threads
-        from ..serve.app import allowed_hosts
+        from ..serve.app import EVERY_ADDRESS, allowed_hosts
         from ..serve.guard import guarded_protocol
         from ..serve.protocol import MAX_MESSAGE_BYTES
     except ImportError as err:
@@ -104,7 +104,7 @@ def run_serve(args: argparse.Namespace) -> None:
     models = load(args, "v1")
     app = create_app(models, options)
     print(f"rtcodec serve: open http://{args.host}:{args.port}/ ({args.slots} slots per preset)", file=sys.stderr)
-    if args.host in ("0.0.0.0", "::") and "*" not in options.allowed_hosts:
+    if args.host in EVERY_ADDRESS and "*" not in options.allowed_hosts:
         print(
             f"rtcodec serve: requests are answered for the names {', '.join(options.allowed_hosts)} only: add the "
             "names others use to reach this machine with --allow-host NAME",

@@ -48,6 +48,7 @@ STATS_INTERVAL_S = 0.5
 IDLE_TIMEOUT_S = 10.0  # a caller that sends nothing this long (no hello, no audio) is disconnected
 MAX_UPLOADS = 2  # voice uploads in decoding at once, all callers together; more are refused (1013)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+EVERY_ADDRESS = ("0.0.0.0", "::", "")  # binds that listen on every interface
 FORBIDDEN_LOG_INTERVAL_S = 60.0
 METRICS_TYPE = "text/plain; version=0.0.4"
 
@@ -71,7 +72,7 @@ class ServeOptions:
 def allowed_hosts(bind: str, extra: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
     """The names a server bound to `bind` answers to: the loopback's, `bind` itself (unless it is every
     address), and `extra`."""
-    names = [*LOOPBACK_HOSTS, *([] if bind in ("0.0.0.0", "::", "") else [bind]), *extra]
+    names = [*LOOPBACK_HOSTS, *([] if bind in EVERY_ADDRESS else [bind]), *extra]
     return tuple(dict.fromkeys(names))
 
 
@@ -418,7 +419,14 @@ class SameOrigin:
     """ASGI middleware: 403 for a request whose Host is not one of the server's names, and for a WebSocket
     handshake from another site's page (an Origin neither the Host's own nor allowed)."""
 
-    def __init__(self, app, hosts: tuple[str, ...], origins: tuple[str, ...], refused: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        app,
+        hosts: tuple[str, ...],
+        origins: tuple[str, ...],
+        refused: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        """`refused(reason)` is told of every request refused (to count and log them)."""
         self.app, self.refused = app, refused
         self.any_host = "*" in hosts
         self.hosts = {host_name(h) for h in hosts}

@@ -95,7 +95,7 @@ def status(path: str, options: ServeOptions | None = None):
             return PlainTextResponse("ok\n")
 
         # Refusals are the main application's to count and log; here they are only refused.
-        quiet = Middleware(SameOrigin, hosts=options.allowed_hosts, origins=options.allowed_origins, refused=len)
+        quiet = Middleware(SameOrigin, hosts=options.allowed_hosts, origins=options.allowed_origins)
         return Starlette(routes=[Route("/", answer)], middleware=[quiet])
 
     @serve.ingress(build)
