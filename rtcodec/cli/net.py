@@ -85,12 +85,13 @@ END_SPACING_S = 0.02
 
 def _socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:  # on Linux, beyond the system's cap (net.core.rmem_max) where the process may (CAP_NET_ADMIN)
-        if sys.platform != "linux":
-            raise OSError
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    if sys.platform == "linux":  # beyond the system's cap (net.core.rmem_max) where the process may (CAP_NET_ADMIN)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+            return sock
+        except OSError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     return sock
 
 
