@@ -6,7 +6,7 @@
     out = vc.push(chunk)                      # float32 [B, 1, n] in, converted audio out
     rest = vc.flush()
 
-Install without torch: `pip install --no-deps rtcodec && pip install numpy onnxruntime`; this module imports
+Install without torch, from a clone: `pip install --no-deps . && pip install numpy onnxruntime`; this module imports
 neither torch nor the rest of rtcodec. The streams here keep the rows of a batch in step (they start, end and
 reset together) and give what the torch streams give (`rtcodec.streaming`): exact mode equals the offline output,
 and a lookahead hands an output out once that much audio has arrived after it, computed as if the signal ended
@@ -371,6 +371,7 @@ class OnnxVoiceConversion:
         self.front = _load(directory / "front_content.onnx", threads)
         gamma, beta = _load(directory / "timbre.onnx", threads).run(None, {"speaker": np.repeat(speaker, batch, 0)})
         self.timbre = {"gamma": gamma, "beta": beta}
+        self.samples = 0
 
     @property
     def latency_samples(self) -> int:
@@ -390,12 +391,20 @@ class OnnxVoiceConversion:
         return self.decoder.push(frames)
 
     def push(self, audio: np.ndarray) -> np.ndarray:
-        return self._decode(self.encoder.push(audio))
+        out = self._decode(self.encoder.push(audio))
+        self.samples += np.shape(audio)[2]
+        return out
 
     def flush(self) -> np.ndarray:
-        out = self._decode(self.encoder.flush())
-        return np.concatenate([out, self.decoder.flush()], axis=2)
+        """The rest of the converted audio: in all, as long as what was pushed (the last partial frame is
+        coded padded with silence, and the padding is dropped from the output)."""
+        padding = -self.samples % self.encoder.hop_length
+        frames = self.encoder.push(np.zeros((self.encoder.batch_size, 1, padding), np.float32))
+        frames = np.concatenate([frames, self.encoder.flush()], axis=2)
+        out = np.concatenate([self._decode(frames), self.decoder.flush()], axis=2)
+        return out[..., : out.shape[2] - min(padding, out.shape[2])]
 
     def reset(self) -> None:
         self.encoder.reset()
         self.decoder.reset()
+        self.samples = 0  # pushed since the last reset

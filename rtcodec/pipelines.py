@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import SAMPLE_RATE
+from .config import HOP_LENGTH, SAMPLE_RATE
 from .decoder import FACodecDecoder, FACodecDecoderV2
 from .encoder import FACodecEncoder
 from .streaming import StreamOptions
@@ -27,6 +27,23 @@ LATENCY_PRESETS: dict[str, tuple[int | None, int | None]] = {
     "balanced": (2400, 3000),
     "low": (800, 1000),
 }
+MIN_REFERENCE_SECONDS = 1.0  # shorter, the timbre encoder hears too little of the voice
+SILENT_RMS = 1e-3  # -60 dBFS: a quieter reference holds no voice to convert to
+
+
+def check_reference(wav: torch.Tensor, name: str = "the reference clip") -> None:
+    """Refuse (ValueError naming `name`) a reference `[B, 1, L]` that gives no voice to convert to: shorter than
+    `MIN_REFERENCE_SECONDS`, or silent. The command line, the pipelines and the server all apply it."""
+    if not isinstance(wav, torch.Tensor) or wav.dim() != 3:
+        return  # the speaker embedding's own checks say what is wrong with it
+    if wav.shape[2] < MIN_REFERENCE_SECONDS * SAMPLE_RATE:
+        raise ValueError(
+            f"{name} is {wav.shape[2] / SAMPLE_RATE:.2f} s long: a reference needs {MIN_REFERENCE_SECONDS:g} s of "
+            "the target voice at least (a few seconds are best)"
+        )
+    rms = wav.double().pow(2).mean(dim=(1, 2)).sqrt().min().item()
+    if rms < SILENT_RMS:
+        raise ValueError(f"{name} is silent (RMS {rms:.1e}): a reference must hold the target voice")
 
 
 def _check_models(encoder: FACodecEncoder, decoder: FACodecDecoder) -> None:
@@ -68,7 +85,11 @@ class _Pipeline:
 
 
 class CodecSender(_Pipeline):
-    """Audio in, codes out: `push(wav [B, 1, n])` returns `[6, B, k]` codes of the frames final now."""
+    """Audio in, codes out: `push(wav [B, 1, n])` returns `[6, B, k]` codes of the frames final now.
+
+    `flush` codes the last partial frame too, padded with `padding` samples of silence, as the file commands
+    do: a receiver that drops that many samples from the end of its output (`CodecReceiver.flush(padding)`)
+    gives audio exactly as long as the input."""
 
     def __init__(
         self, encoder: FACodecEncoder, decoder: FACodecDecoder, options: StreamOptions | None = None, **settings
@@ -77,12 +98,26 @@ class CodecSender(_Pipeline):
         self.decoder = decoder
         self.encoder_stream = encoder.stream(options, **settings)
         self.stages = (self.encoder_stream,)
+        self.samples = 0  # pushed since the last reset, in each row
+
+    @property
+    def padding(self) -> int:
+        """The samples of silence that complete the last frame of what was pushed."""
+        return -self.samples % HOP_LENGTH
 
     def push(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.decoder.quantize(self.encoder_stream.push(wav))
+        codes = self.decoder.quantize(self.encoder_stream.push(wav))
+        self.samples += wav.shape[2]
+        return codes
 
     def flush(self) -> torch.Tensor:
-        return self.decoder.quantize(self.encoder_stream.flush())
+        stream = self.encoder_stream
+        last = stream.push(stream.parameter.new_zeros(stream.batch_size, 1, self.padding))
+        return self.decoder.quantize(torch.cat([last, stream.flush()], dim=2))
+
+    def reset(self) -> None:
+        super().reset()
+        self.samples = 0
 
 
 class CodecReceiver(_Pipeline):
@@ -110,8 +145,11 @@ class CodecReceiver(_Pipeline):
                 emb = self.decoder.vq2emb(codes, self.use_residual)
         return self.decoder_stream.push(emb)
 
-    def flush(self) -> torch.Tensor:
-        return self.decoder_stream.flush()
+    def flush(self, padding: int = 0) -> torch.Tensor:
+        """The rest of the audio, less its last `padding` samples (the sender's `padding`: the silence that
+        completed its last frame)."""
+        out = self.decoder_stream.flush()
+        return out[..., : out.shape[2] - min(padding, out.shape[2])]
 
 
 class VoiceConversion(_Pipeline):
@@ -132,6 +170,7 @@ class VoiceConversion(_Pipeline):
         **settings,
     ) -> None:
         _check_models(encoder, decoder)
+        check_reference(reference)
         options = StreamOptions.of(options, settings)
         speaker = speaker_embedding(encoder, decoder, reference)
         if speaker.shape[0] == 1:
@@ -142,6 +181,10 @@ class VoiceConversion(_Pipeline):
 
     def push(self, source: torch.Tensor) -> torch.Tensor:
         return self.receiver.push(self.sender.push(source))
+
+    def reset(self) -> None:
+        self.sender.reset()
+        self.receiver.reset()
 
     def warm_up(self, samples_per_push: int) -> None:
         """Push silence in pushes of `samples_per_push` until both streams have run settled ticks of that size,
@@ -155,4 +198,6 @@ class VoiceConversion(_Pipeline):
         self.reset()
 
     def flush(self) -> torch.Tensor:
-        return torch.cat([self.receiver.push(self.sender.flush()), self.receiver.flush()], dim=2)
+        """The rest of the converted audio: in all, as long as what was pushed."""
+        last = self.receiver.push(self.sender.flush())
+        return torch.cat([last, self.receiver.flush(self.sender.padding)], dim=2)

@@ -7,7 +7,8 @@ before it (4). The payload of each kind, checked to the byte:
 - CODES (2): first frame index (4), frame count 1..255 (1), the frames' codes packed at 10 bits as in
   `.fac` (exactly ceil(60 * count / 8) bytes);
 - REQUEST (3, receiver to sender): empty; asks for the speaker embedding again;
-- END (4): the signal's total frame count (4).
+- END (4): the signal's total frame count (4), and the samples of silence that completed its last frame
+  (1, below 200: the receiver drops them, so the audio is as long as the sender's).
 
 The speaker embedding goes first and again whenever the receiver asks (it asks while it holds codes but no
 speaker, at most every `REQUEST_INTERVAL_S`). A gap in frame indices is a loss: the receiver repeats the last
@@ -39,12 +40,13 @@ import torch
 
 from .bitstream import BITS, CODEBOOKS, SPEAKER_BYTES, pack_frames, pack_speaker, packed_size, unpack_frames
 from .bitstream import unpack_speaker as _unpack_speaker
+from .config import HOP_LENGTH
 
 MAGIC = b"RTFP"
 SPEAKER, CODES, REQUEST, END = 1, 2, 3, 4
 HEAD = struct.Struct(">4sBI")
 CODES_HEAD = struct.Struct(">IB")
-TOTAL = struct.Struct(">I")
+END_BODY = struct.Struct(">IB")
 CRC = struct.Struct(">I")
 MAX_FRAMES_PER_PACKET = 255  # the count is one byte
 MAX_PACKET_BYTES = HEAD.size + CODES_HEAD.size + packed_size(MAX_FRAMES_PER_PACKET * CODEBOOKS * BITS) + CRC.size
@@ -68,6 +70,7 @@ class Packet:
     first: int = 0  # CODES: index of the first frame
     codes: torch.Tensor | None = None  # CODES: [6, count]
     total: int = 0  # END: frames in the whole signal
+    padding: int = 0  # END: samples of silence at the end of the last frame
 
 
 def packet(kind: int, seq: int, payload: bytes = b"") -> bytes:
@@ -84,8 +87,8 @@ def codes_packet(seq: int, first: int, codes: torch.Tensor) -> bytes:
     return packet(CODES, seq, CODES_HEAD.pack(first, codes.shape[1]) + pack_frames(codes))
 
 
-def end_packet(seq: int, total: int) -> bytes:
-    return packet(END, seq, TOTAL.pack(total))
+def end_packet(seq: int, total: int, padding: int = 0) -> bytes:
+    return packet(END, seq, END_BODY.pack(total, padding))
 
 
 def sequence_number(data: bytes) -> int:
@@ -124,8 +127,11 @@ def parse(data: bytes) -> Packet:
         _size(payload, 0, "request")
         return Packet(kind, seq)
     if kind == END:
-        _size(payload, TOTAL.size, "end")
-        return Packet(kind, seq, total=TOTAL.unpack(payload)[0])
+        _size(payload, END_BODY.size, "end")
+        total, padding = END_BODY.unpack(payload)
+        if padding >= HOP_LENGTH:
+            raise PacketError(f"end packet with {padding} samples of padding, more than a frame less one")
+        return Packet(kind, seq, total=total, padding=padding)
     raise PacketError(f"unknown packet kind {kind}")
 
 
@@ -141,7 +147,7 @@ class Sender:
         if not 1 <= frames_per_packet <= MAX_FRAMES_PER_PACKET:
             raise ValueError(f"frames_per_packet must be within 1..{MAX_FRAMES_PER_PACKET}, got {frames_per_packet}")
         self.send, self.speaker, self.frames_per_packet = send, speaker, frames_per_packet
-        self.seq = self.frames = 0
+        self.seq = self.frames = self.requests = 0
         self.pending = torch.zeros(CODEBOOKS, 0, dtype=torch.long)
         self.send_speaker()
 
@@ -156,6 +162,7 @@ class Sender:
         """A datagram from the receiver: a REQUEST gets the speaker embedding again; anything else is ignored."""
         try:
             if parse(data).kind == REQUEST:
+                self.requests += 1
                 self.send_speaker()
         except PacketError:
             pass
@@ -171,12 +178,13 @@ class Sender:
         self.frames += count
         self.pending = self.pending[:, count:]
 
-    def end(self, spacing_s: float = 0.0) -> None:
+    def end(self, padding: int = 0, spacing_s: float = 0.0) -> None:
         """Send the last codes, then the END packet `END_REPEATS` times, `spacing_s` apart (spaced out, a burst of
-        other traffic that fills the receiver's socket buffer at one moment does not take every copy)."""
+        other traffic that fills the receiver's socket buffer at one moment does not take every copy).
+        `padding`: the samples of silence that completed the last frame (`CodecSender.padding`)."""
         if self.pending.shape[1]:
             self._send_codes(self.pending.shape[1])
-        end = end_packet(self._next(), self.frames)
+        end = end_packet(self._next(), self.frames, padding)
         for i in range(END_REPEATS):
             if i and spacing_s:
                 time.sleep(spacing_s)
@@ -195,9 +203,11 @@ class ReceiverCounts:
     dropped_waiting: int = 0  # codes packets dropped because too much waited for the speaker embedding
     requests: int = 0  # speaker requests sent
 
-    def summary(self) -> str:
+    def summary(self, frames: int = 0) -> str:
+        """What happened, with the share concealed of `frames` decoded where given."""
+        share = f" ({100 * self.lost_frames / frames:.1f}% of the frames)" if frames and self.lost_frames else ""
         return (
-            f"{self.lost_frames} lost and concealed, {self.late} late packets, {self.damaged} damaged, "
+            f"{self.lost_frames} lost and concealed{share}, {self.late} late packets, {self.damaged} damaged, "
             f"{self.foreign} from other senders"
         )
 
@@ -210,7 +220,7 @@ class Receiver:
     """Decodes packets as they come (see the module docstring for what it accepts).
 
     `start(speaker)` is called with the first speaker embedding and returns the decoding stream (a
-    `CodecReceiver`, or anything with its `push(codes)` and `flush()`); decoded audio goes to `on_audio`.
+    `CodecReceiver`, or anything with its `push(codes)` and `flush(padding)`); decoded audio goes to `on_audio`.
     `peer` is an address, or `(host, None)` for any port of a host; None locks onto the first valid packet's
     source. `request(peer)` sends a speaker request. `clock` is a monotonic clock in seconds. Codes at or above
     `codebook_sizes` (per codebook; the published decoders take all 1024) are damage.
@@ -266,22 +276,23 @@ class Receiver:
             if self.origin is None:  # no codes came: nothing to conceal up to the total
                 self.finish()
             elif 0 <= packet.total - self.frontier <= self.max_gap_frames:
-                self.finish(packet.total)
+                self.finish(packet.total, packet.padding)
             else:
                 self.counts.damaged += 1
                 return False
         self.counts.accepted += 1
         return True
 
-    def finish(self, total: int | None = None) -> None:
-        """The signal ended after frame `total` (None: after the frames that arrived); decode what is left."""
+    def finish(self, total: int | None = None, padding: int = 0) -> None:
+        """The signal ended after frame `total` (None: after the frames that arrived), the last `padding` samples
+        of which are silence to drop; decode what is left."""
         if self.ended:
             return
         self.ended = True
         if self.stream is not None:
             if total is not None:
                 self._conceal(total - self.next_frame)
-            self.on_audio(self.stream.flush())
+            self.on_audio(self.stream.flush(padding if total is not None else 0))
 
     def _from_peer(self, source: Hashable, kind: int) -> bool:
         """Whether a packet of `kind` from `source` is the peer's. Only a sender's own kinds (SPEAKER, CODES)

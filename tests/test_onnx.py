@@ -91,7 +91,7 @@ def test_torch_free_runner_equals_the_torch_pipeline(exported, models, vectors, 
     from rtcodec.onnx_stream import OnnxVoiceConversion
 
     encoder, decoder = models
-    wav = sources(vectors)
+    wav = sources(vectors)[..., :8950]  # not whole frames: both code the last partial one and give 8950 samples
     reference = vectors["wav_b"]
     expected = VoiceConversion(encoder, decoder, reference, batch_size=2, lookahead=lookahead)
     runner = OnnxVoiceConversion(exported, lookahead=lookahead)
@@ -103,7 +103,7 @@ def test_torch_free_runner_equals_the_torch_pipeline(exported, models, vectors, 
         outs.append(runner.push(wav[..., start : start + size].numpy()))
         start += size
     got = np.concatenate([*outs, runner.flush()], axis=2)
-    assert got.shape == tuple(want.shape)
+    assert got.shape == tuple(want.shape) == (2, 1, 8950)
     assert rel_err(torch.from_numpy(got), want) < TOL
 
 
@@ -142,23 +142,12 @@ print(sys.modules.get("torch") is not None)  # whether torch was loaded
 
 
 @needs_golden
-@pytest.mark.parametrize("where", ["torch blocked", "venv without torch"])
-def test_runner_needs_no_torch(exported, models, vectors, tmp_path, where):
-    """The runner where torch cannot be imported: this Python with torch blocked, and a new venv holding only numpy
-    and onnxruntime (installed from the package index; skipped where that cannot be reached)."""
+def test_runner_needs_no_torch(exported, models, vectors, tmp_path):
+    """The runner where torch cannot be imported (blocked here; tests/test_usage.py installs it as the README says,
+    in a new venv without torch, and runs the README's example there)."""
     wav = sources(vectors)[..., :6000]
     np.save(tmp_path / "wav.npy", wav.numpy())
-    if where == "torch blocked":
-        python, prelude = sys.executable, 'import sys; sys.modules["torch"] = None\n'
-    else:
-        subprocess.run([sys.executable, "-m", "venv", tmp_path / "venv"], check=True, timeout=120)
-        python, prelude = str(tmp_path / "venv" / "bin" / "python"), ""
-        pip = subprocess.run(
-            [python, "-m", "pip", "install", "-q", "numpy", "onnxruntime"], capture_output=True, text=True, timeout=600
-        )
-        if pip.returncode:
-            pytest.skip(f"could not install numpy and onnxruntime in a new venv: {pip.stderr.strip()[-300:]}")
-        assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0
+    python, prelude = sys.executable, 'import sys; sys.modules["torch"] = None\n'
     args = [str(exported), str(tmp_path / "wav.npy"), str(tmp_path / "out.npy")]
     run = subprocess.run(
         [python, "-c", prelude + RUNNER_SCRIPT, *args],

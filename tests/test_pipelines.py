@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rtcodec import FACodecEncoder
-from rtcodec.pipelines import CodecReceiver, CodecSender, VoiceConversion, speaker_embedding
+from rtcodec.pipelines import LATENCY_PRESETS, CodecReceiver, CodecSender, VoiceConversion, speaker_embedding
 
 from .conftest import golden_model, needs_golden, rel_err
 from .test_streaming import TOL, random_chunks, run_stream
@@ -27,6 +27,25 @@ def test_voice_conversion_streams_like_the_offline_recipe(vectors):
         got = run_stream(pipeline, source, sizes)
         assert got.shape == expected.shape
         assert rel_err(got, expected) < TOL
+
+
+@needs_golden
+@pytest.mark.parametrize("lookahead", [(None, None), LATENCY_PRESETS["low"]])
+def test_voice_conversion_output_is_as_long_as_its_input(vectors, lookahead):
+    """The last partial frame is coded (padded with silence, as the file commands do) and the padding dropped."""
+    encoder, decoder = golden_model("encoder"), golden_model("decoder")
+    source, reference = vectors["wav_a"][..., :4321], vectors["wav_b"]
+    pipeline = VoiceConversion(encoder, decoder, reference, lookahead=lookahead)
+    got = run_stream(pipeline, source, random_chunks(4321, torch.Generator().manual_seed(6), 500))
+    assert got.shape == (1, 1, 4321)
+    if lookahead == (None, None):
+        with torch.no_grad():
+            codes = decoder(encoder(torch.nn.functional.pad(source, (0, 79))))[1]
+            target = speaker_embedding(encoder, decoder, reference)
+            expected = decoder.inference(decoder.vq2emb(codes, use_residual_code=False), target)
+        assert rel_err(got, expected[..., :4321]) < TOL
+    pipeline.reset()  # a second signal after reset: counted afresh
+    assert run_stream(pipeline, source[..., :1000], [1000]).shape == (1, 1, 1000)
 
 
 @needs_golden
@@ -58,15 +77,24 @@ def test_warm_up_runs_settled_ticks_then_starts_afresh(vectors):
 def test_codec_sender_gives_the_offline_codes(vectors):
     encoder, decoder = golden_model("encoder"), golden_model("decoder")
     wav = vectors["wav_b"][..., :7777]
+    padded = torch.nn.functional.pad(wav, (0, 23))  # the last partial frame is coded, padded with silence
     with torch.no_grad():
-        codes = decoder(encoder(wav))[1]
+        codes = decoder(encoder(padded))[1]
         speaker = speaker_embedding(encoder, decoder, vectors["wav_b"])
-        expected = decoder.inference(decoder.vq2emb(codes), speaker)
+        expected = decoder.inference(decoder.vq2emb(codes), speaker)[..., :7777]
     sender = CodecSender(encoder, decoder)
     sent = run_stream(sender, wav, random_chunks(7777, torch.Generator().manual_seed(4), 1000))
-    assert torch.equal(sent, codes)
+    assert torch.equal(sent, codes) and sender.padding == 23
     receiver = CodecReceiver(decoder, speaker)
-    got = run_stream(receiver, sent, random_chunks(sent.shape[2], torch.Generator().manual_seed(5), 4))
+    sizes = random_chunks(sent.shape[2], torch.Generator().manual_seed(5), 4)
+    got = torch.cat(
+        [
+            *(receiver.push(sent[..., sum(sizes[:i]) : sum(sizes[: i + 1])]) for i in range(len(sizes))),
+            receiver.flush(sender.padding),
+        ],
+        dim=2,
+    )
+    assert got.shape == (1, 1, 7777)  # as long as the input
     assert rel_err(got, expected) < TOL
 
 
@@ -74,7 +102,7 @@ def test_codec_sender_gives_the_offline_codes(vectors):
 def test_latency_is_what_the_output_lags(vectors):
     """After each hop pushed, the output holds every sample at least `latency_samples` old."""
     encoder, decoder = golden_model("encoder"), golden_model("decoder")
-    pipeline = VoiceConversion(encoder, decoder, vectors["wav_b"][..., :4000])
+    pipeline = VoiceConversion(encoder, decoder, vectors["wav_b"])
     assert pipeline.latency_samples == 5200 + 5725
     assert pipeline.latency_ms == pytest.approx(682.8125)
     wav, out = vectors["wav_a"], 0
@@ -83,7 +111,7 @@ def test_latency_is_what_the_output_lags(vectors):
         received = (hop + 1) * 200
         assert out >= received - pipeline.latency_samples
         assert out <= max(0, received - pipeline.latency_samples + 199)
-    fast = VoiceConversion(encoder, decoder, vectors["wav_b"][..., :4000], lookahead=(1000, 500))
+    fast = VoiceConversion(encoder, decoder, vectors["wav_b"], lookahead=(1000, 500))
     assert fast.latency_samples == 1500
 
 

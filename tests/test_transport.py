@@ -18,6 +18,7 @@ from rtcodec.transport import (
     MAX_WAITING_FRAMES,
     REQUEST,
     SPEAKER,
+    PacketError,
     Receiver,
     Sender,
     codes_packet,
@@ -44,8 +45,8 @@ class FakeStream:
         self.largest_push = max(self.largest_push, codes.shape[2])
         return torch.zeros(1, 1, 200 * codes.shape[2])
 
-    def flush(self) -> torch.Tensor:
-        self.flushed = True
+    def flush(self, padding: int = 0) -> torch.Tensor:
+        self.flushed, self.padding = True, padding
         return torch.zeros(1, 1, 0)
 
 
@@ -187,12 +188,25 @@ def test_the_sender_answers_requests_and_ignores_junk():
     sender.push(codes(7)[:, None])
     sender.handle(packet(REQUEST, 0))
     sender.handle(b"junk")
-    sender.end()
+    sender.end(padding=120)
     kinds = [parse(p).kind for p in sent]
     assert kinds == [SPEAKER, CODES, CODES, SPEAKER, CODES, END, END, END]
     assert [parse(p).first for p in sent if parse(p).kind == CODES] == [0, 3, 6] and parse(sent[-1]).total == 7
+    assert parse(sent[-1]).padding == 120 and sender.requests == 1
     with pytest.raises(ValueError, match="frames_per_packet"):
         Sender(sent.append, torch.ones(256), frames_per_packet=256)
+
+
+def test_the_end_packets_padding_reaches_the_stream_and_is_checked():
+    """The silence that completed the sender's last frame is dropped by the receiver's stream; 200 or more
+    samples of it (a frame or more) is damage."""
+    r = receiver()
+    r.handle(SPEAKER_PACKET, PEER)
+    r.handle(codes_packet(1, 0, codes(4)), PEER)
+    with pytest.raises(PacketError, match="200 samples of padding"):
+        parse(end_packet(2, 4, 200))
+    assert r.handle(end_packet(2, 4, 200), PEER) is False and r.counts.damaged == 1 and not r.ended
+    assert r.handle(end_packet(2, 4, 199), PEER) and r.stream.padding == 199
 
 
 def _mutations(rng: random.Random, valid: list[bytes]):
