@@ -8,6 +8,8 @@ holds what was received.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import random
 import socket
 import sys
 import time
@@ -37,6 +39,16 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _percent(value: str) -> float:
+    try:
+        percent = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {value!r}") from None
+    if not 0 <= percent < 100:
+        raise argparse.ArgumentTypeError(f"a loss is within [0, 100) percent, got {value}")
+    return percent
+
+
 def register(commands) -> None:
     c = commands.add_parser("send", help="stream the codes of a file or the microphone over UDP")
     c.add_argument("input", nargs="?", help="audio file to send (default: the microphone)")
@@ -45,6 +57,13 @@ def register(commands) -> None:
     c.add_argument("--frames-per-packet", type=int, default=4, help="12.5 ms frames per packet (default: 4)")
     c.add_argument("--seconds", type=_seconds, default=10.0, help="how long to send from the microphone")
     c.add_argument("--no-pacing", action="store_true", help="send a file as fast as possible, not in real time")
+    c.add_argument(
+        "--loss",
+        type=_percent,
+        default=0.0,
+        metavar="PERCENT",
+        help="drop this share of the packets at random, to hear and measure the receiver's concealment (default: 0)",
+    )
     add_model_options(c)
     c.set_defaults(run=run_send)
 
@@ -63,6 +82,7 @@ def register(commands) -> None:
         help="take packets only from this sender (default: the first that sends a valid packet)",
     )
     c.add_argument("--output", help="audio file to write as it is decoded (default: play on the speakers)")
+    c.add_argument("--play", action="store_true", help="play on the speakers, also with --output")
     c.add_argument(
         "--wait",
         type=_seconds,
@@ -139,10 +159,21 @@ def run_send(args: argparse.Namespace, drop: Callable[[int], bool] = lambda seq:
     models = load(args, "v1")
     sock = _socket()
     sock.setblocking(False)
+    # Connected, the socket takes datagrams from the receiver's address only, and reports the ICMP "port
+    # unreachable" that answers a packet sent where nothing listens (as an error on the next call).
+    sock.connect(receiver)
+    refused = lost = 0
+    chance = random.Random()
 
     def send(data: bytes) -> None:
-        if not drop(sequence_number(data)):
-            sock.sendto(data, receiver)
+        nonlocal refused, lost
+        if drop(sequence_number(data)) or chance.random() * 100 < args.loss:
+            lost += 1
+            return
+        try:
+            sock.send(data)
+        except ConnectionRefusedError:
+            refused += 1
 
     sender = Sender(send, speaker_embedding(models.encoder, models.decoder, enrollment)[0], args.frames_per_packet)
     codec = CodecSender(models.encoder, models.decoder)
@@ -150,31 +181,43 @@ def run_send(args: argparse.Namespace, drop: Callable[[int], bool] = lambda seq:
     start = time.monotonic()
     for i, chunk in enumerate(blocks):
         sender.push(codec.push(chunk))
-        _answer_requests(sock, sender, receiver)
+        _answer_requests(sock, sender)
         # A file goes out in real time, as if spoken; unpaced, a short pause lets the receiver's socket drain.
         time.sleep(max(0.0, start + i * block / SAMPLE_RATE - time.monotonic()) if paced else 0.001)
     sender.push(codec.flush())
-    sender.end(END_SPACING_S)
-    print(f"sent {sender.frames} frames in {sender.seq} packets to {args.host}:{args.port}", file=sys.stderr)
+    sender.end(codec.padding, END_SPACING_S)
+    print(
+        f"sent {sender.frames} frames in {sender.seq} packets to {args.host}:{args.port}; "
+        f"{sender.requests} speaker requests answered",
+        file=sys.stderr,
+    )
+    if args.loss:
+        print(f"--loss {args.loss:g}: dropped {lost} of the packets on purpose", file=sys.stderr)
+    if refused:
+        print(
+            f"warning: {refused} packets were refused: nothing was listening on {args.host}:{args.port} then "
+            "(start `rtcodec receive` first)",
+            file=sys.stderr,
+        )
 
 
-def _answer_requests(sock: socket.socket, sender: Sender, receiver: tuple) -> None:
-    """Speaker requests from the receiver's address (only: anyone else's datagrams are ignored)."""
+def _answer_requests(sock: socket.socket, sender: Sender) -> None:
+    """Speaker requests from the receiver (the socket is connected to it: nobody else's datagrams come)."""
     while True:
         try:
-            data, source = sock.recvfrom(RECEIVE_BYTES)
+            data = sock.recv(RECEIVE_BYTES)
         except OSError:  # nothing more (BlockingIOError), or an ICMP error from a receiver not yet listening
             return
-        if source == receiver:
-            sender.handle(data)
+        sender.handle(data)
 
 
 def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: None) -> None:
     """`ready()` is called once the socket listens (tests start the sender then)."""
     peer = _peer(args.peer) if args.peer else None
+    play = args.play or not args.output
     if args.output:
         check_output(args.output)
-    else:
+    if play:
         check_devices(_sounddevice(), needs_input=False)
     models = load(args, "v1")
     sock = _socket()
@@ -182,10 +225,12 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
         sock.bind((args.bind, args.port))
     except OSError as err:
         raise CommandError(f"cannot listen on {args.bind}:{args.port}: {err.strerror or err}") from None
-    sink = audio.AudioWriter(args.output) if args.output else _Player()
+    player = _Player() if play else None  # first: a device that fails to open leaves no file behind
+    writer = audio.AudioWriter(args.output) if args.output else None
+    sinks = [sink for sink in (writer, player) if sink is not None]
     receiver = Receiver(
         start=lambda speaker: CodecReceiver(models.decoder, speaker[None]),
-        on_audio=sink.write,
+        on_audio=lambda chunk: [sink.write(chunk) for sink in sinks],
         peer=peer,
         request=lambda address: sock.sendto(packet(REQUEST, 0), address),
         codebook_sizes=tuple(models.decoder.codebook_sizes),
@@ -193,12 +238,22 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
     print(f"listening on UDP {args.bind}:{args.port}", file=sys.stderr)
     ready()
     try:
-        with sock, sink:
+        with sock, contextlib.ExitStack() as stack:
+            for sink in sinks:
+                stack.enter_context(sink)
             _receive(sock, receiver, args.wait, args.timeout)
     finally:  # the output holds what came, whatever stopped the receiver
-        print(f"received {receiver.decoded_frames} frames: {receiver.counts.summary()}", file=sys.stderr)
-        if args.output and sink.samples:
-            print(f"wrote {args.output}: {sink.samples / SAMPLE_RATE:.2f} s of audio")
+        frames = receiver.decoded_frames
+        print(f"received {frames} frames: {receiver.counts.summary(frames)}", file=sys.stderr)
+        if receiver.origin:
+            missed = receiver.origin * HOP_LENGTH / SAMPLE_RATE
+            print(
+                f"joined mid-stream: the first {receiver.origin} frames ({missed:.2f} s) were sent before the first "
+                "packet that came, and are not in the output",
+                file=sys.stderr,
+            )
+        if writer is not None and writer.samples:
+            print(f"wrote {args.output}: {writer.samples / SAMPLE_RATE:.2f} s of audio")
 
 
 def _receive(sock: socket.socket, receiver: Receiver, wait: float | None, timeout: float) -> None:
