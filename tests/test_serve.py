@@ -17,7 +17,9 @@ pytest.importorskip("starlette", reason="the serve extra is not installed (pip i
 from starlette.testclient import TestClient  # noqa: E402
 
 from rtcodec.hub import Pretrained  # noqa: E402
+from rtcodec.scheduler import CallerScheduler  # noqa: E402
 from rtcodec.serve import ServeOptions, create_app  # noqa: E402
+from rtcodec.serve.engine import JITTER_BLOCKS, OVERLOAD_SECONDS, STALL_SECONDS, Engine  # noqa: E402
 from rtcodec.serve.protocol import AUDIO, HEADER, REFERENCE, SILENCE, VERSION  # noqa: E402
 
 from .conftest import golden_model, needs_golden  # noqa: E402
@@ -88,7 +90,8 @@ def test_two_callers_each_get_their_own_exact_output(models):
     with client_of(app) as client:
         assert client.get("/healthz").text == "ok\n"
         info = client.get("/info").json()
-        assert info["voices"] == ["bright", "low"] and info["latencies"] == ["exact"]
+        assert info["voices"] == ["bright", "low"] and info["latencies"] == ["exact"] and info["block"] == BLOCK
+        assert info["max_reference_bytes"] == 2 << 20
         assert "rtcodec" in client.get("/").text
         with client.websocket_connect(WS) as a, client.websocket_connect(WS) as b:
             a.send_text(hello())
@@ -105,6 +108,10 @@ def test_two_callers_each_get_their_own_exact_output(models):
                 got_b += receive_until(b, 1)
             metrics = client.get("/metrics").text
             assert 'rtcodec_slots_active{latency="exact"} 2' in metrics and "rtcodec_tick_compute_seconds" in metrics
+            for slot in (ready_a["slot"], ready_b["slot"]):  # per caller, labelled by its slot
+                for name in ("late_blocks", "dropped_blocks", "delay_seconds"):
+                    assert f'rtcodec_caller_{name}{{latency="exact",slot="{slot}"}}' in metrics
+            assert "rtcodec_block_seconds 0.0125" in metrics and 'rtcodec_overloaded{latency="exact"}' in metrics
     for got, blocks, voice, mode in ((got_a, blocks_a, "bright", "convert"), (got_b, blocks_b, "low", "codec")):
         out = np.concatenate([samples for _, samples in got])
         expected = expected_output(models, server.voice(voice), blocks, [c for c, _ in got], mode)
@@ -250,8 +257,6 @@ def test_ticks_keep_the_clock_whatever_a_stalled_or_slow_caller_does(models):
     says), the good caller's every block is used on its own tick (its output that of its pipeline alone), the
     slow one is concealed with silence and stays, the stalled one loses its slot after STALL_SECONDS with a
     reason."""
-    from rtcodec.scheduler import CallerScheduler
-    from rtcodec.serve.engine import JITTER_BLOCKS, STALL_SECONDS, Engine
     from rtcodec.serve.protocol import ProtocolError
 
     speaker = torch.randn(256, generator=torch.Generator().manual_seed(3)) * 0.1
@@ -372,3 +377,101 @@ def test_an_upload_worker_that_dies_is_replaced(models):
                 message = ws.receive()
                 outcomes.append(json.loads(message["text"])["type"] if message.get("text") else message.get("code"))
     assert outcomes == [1013, "ready"], outcomes
+
+
+def test_a_server_that_cannot_keep_up_says_so(models):
+    """On a machine whose ticks take 1.5 blocks' time (a fake clock advanced by each tick), a caller sending in
+    real time: the clock restarts, the engine says it is overloaded, the caller's added delay grows and is reported
+    in its stats; a fast machine is not overloaded."""
+    speaker = torch.zeros(256)
+
+    async def main(tick_blocks: float):
+        lock, sent = Lockstep(), 0
+        scheduler = CallerScheduler(models.encoder, models.decoder, slots=1)
+
+        def send_due() -> None:  # the caller sends block k at k periods
+            nonlocal sent
+            while sent <= lock.now / engine.period:
+                assert engine.put(session, sent, torch.zeros(BLOCK))
+                sent += 1
+
+        async def sleep(delay: float) -> None:  # the blocks sent while the engine slept are there when it wakes
+            await lock.sleep(delay)
+            send_due()
+
+        engine = Engine(scheduler, 80, lock.clock, sleep)
+        tick = scheduler.tick
+
+        def timed_tick():
+            lock.now += tick_blocks * engine.period
+            return tick()
+
+        scheduler.tick = timed_tick
+        runner = asyncio.create_task(engine.run())
+        session = await engine.join(speaker, "convert")
+        while engine.ticks < 40:
+            send_due()
+            lock.advance()
+            await asyncio.sleep(0.001)
+        runner.cancel()
+        return engine, session
+
+    engine, session = asyncio.run(main(1.5))
+    assert engine.restarts >= 1 and engine.overloaded()
+    assert session.delay_blocks() >= 10  # 40 ticks took 60 blocks' time: the rest waits
+    engine, session = asyncio.run(main(0.5))
+    assert engine.restarts == 0 and not engine.overloaded() and session.delay_blocks() <= 1
+    assert session.caller.late_blocks == 0
+
+
+def test_the_overload_rule_looks_at_the_recent_ticks_and_restarts(models):
+    lock = Lockstep()
+    engine = Engine(CallerScheduler(models.encoder, models.decoder, slots=1), 80, lock.clock, lock.sleep)
+    assert not engine.overloaded()  # no tick yet
+    session = asyncio.run(engine.join(torch.zeros(256), "convert"))
+    engine.put(session, 0, torch.zeros(BLOCK))
+    engine.compute_s.extend([0.5 * engine.period] * 1000)
+    assert not engine.overloaded()
+    engine.compute_s.extend([1.2 * engine.period] * 1000)  # the recent ticks: slower than real time
+    assert engine.overloaded()
+    engine.compute_s.extend([0.5 * engine.period] * 1000)
+    engine.last_restart = lock.now - 1.0
+    assert engine.overloaded()
+    lock.now += OVERLOAD_SECONDS
+    assert not engine.overloaded()
+
+
+def test_the_block_size_is_the_fewest_hops_that_keep_up():
+    """`choose` from measured tick times (a stub here): the first block whose full tick fits 80 % of it."""
+    from rtcodec.serve.sizing import HEADROOM, choose
+
+    tick_ms = {1: 20.0, 2: 30.0, 4: 35.0, 8: 50.0}  # one slot, blocks of 12.5, 25, 50, 100 ms
+    asked = []
+
+    def measure(slots, hops):
+        asked.append((slots, hops))
+        return slots * tick_ms[hops] / 1000  # a tick's cost grows with the slots
+
+    sizing = choose(measure)
+    # 4 and 2 slots do not fit at 100 ms (200 and 100 ms of compute against 80), 1 does; then the fewest hops.
+    assert asked == [(4, 8), (2, 8), (1, 8), (1, 1), (1, 2), (1, 4)] and 35.0 <= HEADROOM * 50
+    assert (sizing.slots, sizing.hops_per_tick, sizing.keeps_up) == (1, 4, True)
+    assert sizing.describe() == (
+        "1 slot per preset, blocks of 4 hops (50.0 ms): a full tick took 35 ms here, 70% of the 50.0 ms of audio it "
+        "carries"
+    )
+    assert (
+        choose(measure, slots=(2,), hops=(8,))
+        .describe()
+        .endswith("this machine cannot serve 2 callers per preset in real time; offer fewer presets, or use a GPU")
+    )
+
+
+def test_the_block_size_is_measured_on_the_models(models):
+    from rtcodec.serve.sizing import CANDIDATE_HOPS
+
+    app = create_app(models, ServeOptions(slots=2, hops_per_tick=None))
+    sizing = app.state.server.sizing
+    assert sizing.slots == 2 and sizing.hops_per_tick in CANDIDATE_HOPS and sizing.tick_seconds > 0
+    assert app.state.server.info()["block"] == 200 * sizing.hops_per_tick
+    assert app.state.server.engines["exact"].scheduler.slots == 2

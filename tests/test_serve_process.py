@@ -159,6 +159,10 @@ def test_hostile_references_are_refused_with_a_reason(server):
     code, reason = call(port, {"voice": "upload"}, clip=b"not audio at all")
     assert code == 1008 and "not usable audio" in reason and "0x" not in reason and "BytesIO" not in reason
     speech, rate = sf.read(AUDIO / "slt.wav", dtype="float32")
+    code, reason = call(port, {"voice": "upload"}, clip=_wav(speech[: rate // 2], rate))
+    assert code == 1008 and "is 0.50 s long: a reference needs 1 s" in reason
+    code, reason = call(port, {"voice": "upload"}, clip=_wav(np.zeros(2 * rate, np.float32), rate))
+    assert code == 1008 and "is silent" in reason
     assert call(port, {"voice": "upload"}, clip=_wav(speech[: 2 * rate], rate))["type"] == "ready"
     log.seek(0)
     text = log.read()

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -47,14 +48,24 @@ def register(commands) -> None:
         metavar="SECONDS",
         help=f"close connections that have not sent a request's headers within this (default: {HEADER_TIMEOUT_S:g})",
     )
-    c.add_argument("--slots", type=int, default=4, help="callers per latency preset, in one batch (default: 4)")
+    c.add_argument(
+        "--slots",
+        type=int,
+        help="callers per latency preset, in one batch (default: measured at start-up, the most of 4, 2 and 1 that "
+        "this machine serves in real time; 4 with --ray)",
+    )
     c.add_argument(
         "--latency",
         default="exact",
         help=f"comma-separated presets offered to callers, each its own batch: {', '.join(LATENCY_PRESETS)} "
         "(default: exact)",
     )
-    c.add_argument("--hops-per-tick", type=int, default=1, help="12.5 ms hops per tick and message (default: 1)")
+    c.add_argument(
+        "--hops-per-tick",
+        type=int,
+        help="12.5 ms hops per tick and message (default: measured at start-up, the fewest that this machine keeps up "
+        "with for every slot, among 1, 2, 4 and 8)",
+    )
     c.add_argument("--threads", type=int, help="torch threads (default: one core fewer than the machine has)")
     c.add_argument(
         "--backend",
@@ -85,7 +96,7 @@ def run_serve(args: argparse.Namespace) -> None:
     unknown = [name for name in latencies if name not in LATENCY_PRESETS]
     if unknown or not latencies:
         raise CommandError(f"--latency takes presets among {', '.join(LATENCY_PRESETS)}, got {args.latency!r}")
-    if min(args.slots, args.hops_per_tick, args.threads or 1) < 1:
+    if min(args.slots or 1, args.hops_per_tick or 1, args.threads or 1) < 1:
         raise CommandError("--slots, --hops-per-tick and --threads must be at least 1")
     if not 0 < args.header_timeout < float("inf"):
         raise CommandError(f"--header-timeout must be more than 0 seconds, got {args.header_timeout}")
@@ -102,8 +113,20 @@ def run_serve(args: argparse.Namespace) -> None:
     if args.ray:
         return _run_on_ray(args, options)
     models = load(args, "v1")
+    if args.slots is None or args.hops_per_tick is None:
+        print(
+            "rtcodec serve: timing this machine to choose the slots and block size (--slots and --hops-per-tick "
+            "skip it)",
+            file=sys.stderr,
+        )
     app = create_app(models, options)
-    print(f"rtcodec serve: open http://{args.host}:{args.port}/ ({args.slots} slots per preset)", file=sys.stderr)
+    server = app.state.server
+    if server.sizing is not None:
+        print(f"rtcodec serve: {server.sizing.describe()}", file=sys.stderr)
+    print(
+        f"rtcodec serve: open http://{args.host}:{args.port}/ ({server.options.slots} slots per preset)",
+        file=sys.stderr,
+    )
     if args.host in EVERY_ADDRESS and "*" not in options.allowed_hosts:
         print(
             f"rtcodec serve: requests are answered for the names {', '.join(options.allowed_hosts)} only: add the "
@@ -128,10 +151,13 @@ def _run_on_ray(args: argparse.Namespace, options) -> None:
         from ray import serve
 
         from ..serve.ray import application, run
+        from ..serve.sizing import CANDIDATE_SLOTS
     except ImportError as err:
         raise CommandError(f"rtcodec serve --ray needs its extra: pip install 'rtcodec[ray]' ({err})") from None
     if args.replicas < 1:
         raise CommandError(f"--replicas must be at least 1, got {args.replicas}")
+    # Ray routes by the slot count, fixed before any replica starts; each replica times its own block size.
+    options = replace(options, slots=options.slots or CANDIDATE_SLOTS[0])
     load(args, "v1")  # the weights are here (or a clear error), before any replica tries
     checkpoint_dir, device = args.checkpoint_dir, args.device
     if args.ray_address is None:  # a local Ray of ours: its control plane takes Ray's token (Ray >= 2.52)

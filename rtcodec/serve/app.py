@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -34,13 +34,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import audio
-from ..config import SAMPLE_RATE
+from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..hub import Pretrained
 from ..pipelines import LATENCY_PRESETS, speaker_embedding
 from ..scheduler import CallerScheduler, SlotsFullError
 from ..streaming import StreamOptions
-from . import protocol
-from .engine import Engine, Session
+from . import protocol, sizing
+from .engine import OVERLOAD_SECONDS, Engine, Session
 from .uploads import UploadWorker
 
 LOG = logging.getLogger("rtcodec.serve")
@@ -59,8 +59,8 @@ class ServeOptions:
     and who may use it: the host names it answers to (`"*"`: any) and the origins of other pages allowed to
     call it besides its own."""
 
-    slots: int = 4
-    hops_per_tick: int = 1
+    slots: int | None = 4  # None: measured at start-up, the most (up to 4) this machine keeps up with (sizing.py)
+    hops_per_tick: int | None = 1  # None: measured at start-up, the fewest this machine keeps up with
     latencies: tuple[str, ...] = ("exact",)
     backend: str | None = None  # how settled ticks run (rtcodec.backends); None: the device's default
     max_pending_s: float = 1.0  # audio a caller may send ahead of the ticks before it is cut off as too fast
@@ -114,6 +114,13 @@ class Server:
         self.upload_worker = UploadWorker(models)
         self.forbidden_logged = -math.inf
         self.name = f"{socket.gethostname()}:{os.getpid()}" if options.expose_host else None
+        self.sizing: sizing.Sizing | None = None
+        if options.slots is None or options.hops_per_tick is None:
+            self.sizing = sizing.measure(
+                models, options.latencies, options.backend, options.slots, options.hops_per_tick
+            )
+            options = replace(options, slots=self.sizing.slots, hops_per_tick=self.sizing.hops_per_tick)
+            self.options = options
         self.engines: dict[str, Engine] = {}
         for preset in options.latencies:
             if preset not in LATENCY_PRESETS:
@@ -139,13 +146,21 @@ class Server:
         return speaker_embedding(self.models.encoder, self.models.decoder, wav)[0].float()
 
     def info(self) -> dict:
-        info = {"voices": sorted(self.voices), "latencies": list(self.engines), "sample_rate": SAMPLE_RATE}
+        info = {
+            "voices": sorted(self.voices),
+            "latencies": list(self.engines),
+            "sample_rate": SAMPLE_RATE,
+            "block": self.options.hops_per_tick * HOP_LENGTH,
+            "max_reference_bytes": protocol.MAX_REFERENCE_BYTES,
+        }
         return info if self.name is None else {**info, "server": self.name}
 
     def metrics(self) -> list[Metric]:
         """The Prometheus figures of this server (`render_metrics` writes them out)."""
         engines = list(self.engines.items())
-        sessions = [s for _, engine in engines for s in list(engine.sessions.values())]
+        live = [(p, s, e) for p, e in engines for s in list(e.sessions.values())]
+        sessions = [s for _, s, _ in live]
+        callers = [({"latency": p, "slot": str(s.caller.row)}, s, e) for p, s, e in live]
         compute = {preset: engine.compute_ms() for preset, engine in engines}
         return [
             Metric(
@@ -170,12 +185,48 @@ class Server:
                     for i, q in enumerate(("0.5", "0.99"))
                 ],
             ),
+            Metric(
+                "rtcodec_block_seconds",
+                "gauge",
+                "Audio per tick and message (--hops-per-tick, or measured at start-up).",
+                [({}, self.options.hops_per_tick * HOP_LENGTH / SAMPLE_RATE)],
+            ),
             Metric("rtcodec_ticks_total", "counter", "Ticks run.", [({"latency": p}, e.ticks) for p, e in engines]),
             Metric(
                 "rtcodec_late_blocks",
                 "gauge",
                 "Blocks of the connected callers that came too late (silence played).",
                 [({}, sum(s.caller.late_blocks for s in sessions))],
+            ),
+            Metric(
+                "rtcodec_dropped_blocks",
+                "gauge",
+                "Blocks of the connected callers dropped because too many waited (the server fell behind).",
+                [({}, sum(s.caller.dropped_blocks for s in sessions))],
+            ),
+            Metric(
+                "rtcodec_overloaded",
+                "gauge",
+                f"1 where the ticks did not keep up with real time over the last {OVERLOAD_SECONDS:g} s.",
+                [({"latency": p}, int(e.overloaded())) for p, e in engines],
+            ),
+            Metric(
+                "rtcodec_caller_late_blocks",
+                "gauge",
+                "Per connected caller: blocks that came after their tick (silence played instead).",
+                [(labels, s.caller.late_blocks) for labels, s, _ in callers],
+            ),
+            Metric(
+                "rtcodec_caller_dropped_blocks",
+                "gauge",
+                "Per connected caller: blocks dropped because too many waited.",
+                [(labels, s.caller.dropped_blocks) for labels, s, _ in callers],
+            ),
+            Metric(
+                "rtcodec_caller_delay_seconds",
+                "gauge",
+                "Per connected caller: audio waiting for its tick, the delay the server adds beyond the algorithm's.",
+                [(labels, s.delay_blocks() * e.period) for labels, s, e in callers],
             ),
             Metric("rtcodec_refused_total", "counter", "Callers refused: every slot taken.", [({}, self.refused)]),
             Metric(
@@ -322,6 +373,8 @@ async def _serve(ws: WebSocket, engine: Engine, session: Session) -> None:
                     "compute_ms_p99": round(p99, 2),
                     "late_blocks": caller.late_blocks,
                     "dropped_blocks": caller.dropped_blocks,
+                    "delay_ms": round(1000 * session.delay_blocks() * engine.period, 1),
+                    "overloaded": engine.overloaded(),
                     "active": len(engine.sessions),
                     "slots": engine.scheduler.slots,
                 }

@@ -12,6 +12,7 @@ under its lock.
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import threading
 import time
@@ -31,6 +32,7 @@ STALL_SECONDS = 3.0  # the window over which a caller must send at least half of
 STALL_FRACTION = 0.5
 MAX_BEHIND_TICKS = 8  # a server this far behind its clock starts the clock again instead of ticking in a burst
 JITTER_BLOCKS = 0.5  # how late past its time a block may come before silence stands in
+OVERLOAD_SECONDS = 5.0  # the recent past that says whether the server keeps up
 # Every tick on one thread: torch's OpenMP workers belong to the thread that calls in, so ticks spread over a pool
 # of threads would each bring their own team of workers (measured: 72 ms a tick instead of 27 on 2 cores).
 TICK_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtcodec-tick")
@@ -56,6 +58,10 @@ class Session:
     def stalled(self) -> bool:
         return len(self.recent) == self.window and sum(self.recent) < STALL_FRACTION * self.window
 
+    def delay_blocks(self) -> int:
+        """The caller's blocks waiting for their tick: delay the server adds beyond the algorithm's."""
+        return len(self.pending) + len(self.caller.inbox)
+
 
 class Engine:
     """Callers of one latency preset on one batched stream. `clock` and `sleep` are the real time's unless a test
@@ -74,6 +80,7 @@ class Engine:
         self.sessions: dict[Caller, Session] = {}
         self.compute_s: deque[float] = deque(maxlen=COMPUTE_WINDOW)
         self.ticks = self.restarts = self.evicted = 0
+        self.last_restart = -math.inf  # when the clock last restarted (the engine's clock)
         self.wake = asyncio.Event()
         self.period = scheduler.block / SAMPLE_RATE
         self.window = max(1, round(STALL_SECONDS / self.period))
@@ -153,6 +160,7 @@ class Engine:
             if self.clock() - (start + k * self.period) > MAX_BEHIND_TICKS * self.period:
                 self.restarts += 1  # the machine cannot keep up: start the clock again rather than burst
                 start, k = self.clock(), 0
+                self.last_restart = start
 
     def _tick(self) -> tuple[list[tuple[Session, tuple]], list[Session]]:
         """One tick: every sending caller's next block in (silence where it has none), its output out. Returns the
@@ -165,9 +173,9 @@ class Engine:
                 if session.pending:
                     seq, block = session.pending.popleft()
                     self.scheduler.put(session.caller, block, seq)
-            start = time.perf_counter()
+            start = self.clock()
             outputs = self.scheduler.tick()
-            self.compute_s.append(time.perf_counter() - start)
+            self.compute_s.append(self.clock() - start)
             self.ticks += 1
             result = []
             for caller, audio in outputs.items():
@@ -175,6 +183,14 @@ class Engine:
                 result.append((session, (session.output_seq, caller.consumed, audio)))
                 session.output_seq += 1
             return result, [s for s in self.sessions.values() if s.stalled()]
+
+    def overloaded(self) -> bool:
+        """Whether the ticks have not kept up over the last `OVERLOAD_SECONDS`: the clock had to restart, or the
+        ticks took longer than the audio they carry (their median)."""
+        if self.clock() - self.last_restart < OVERLOAD_SECONDS:
+            return True
+        recent = list(self.compute_s)[-max(1, round(OVERLOAD_SECONDS / self.period)) :]
+        return bool(recent) and self._sending() and statistics.median(recent) > self.period
 
     def compute_ms(self) -> tuple[float, float]:
         """p50 and p99 of the recent ticks' compute, in milliseconds."""

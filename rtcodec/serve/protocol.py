@@ -41,7 +41,6 @@ MAX_REFERENCE_SECONDS = 30.0
 # Decoded samples (frames x channels) of a reference, read from its header before it is decoded: 30 s of 48 kHz
 # stereo. A header may declare any rate and channel count; this bounds the memory and time decoding takes.
 MAX_REFERENCE_SAMPLES = 2_880_000
-MIN_REFERENCE_SECONDS = 1.0
 HELLO_BYTES = 1024
 HEADER_TIMEOUT_S = 10.0  # an HTTP request's headers, WebSocket handshake included, must come within this
 

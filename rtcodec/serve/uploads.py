@@ -22,9 +22,8 @@ import soundfile as sf
 import torch
 
 from .. import audio
-from ..config import SAMPLE_RATE
 from ..hub import Pretrained
-from ..pipelines import speaker_embedding
+from ..pipelines import check_reference, speaker_embedding
 from . import protocol
 
 _MODELS: Pretrained | None = None  # in the worker
@@ -65,8 +64,10 @@ def embed(data: bytes, models: Pretrained) -> torch.Tensor:
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:  # libsndfile's own words, not our buffer's repr
         reason = getattr(err, "error_string", "") or "not a format soundfile reads"
         raise protocol.ProtocolError(f"the reference clip is not usable audio: {reason}") from None
-    if wav.shape[2] < protocol.MIN_REFERENCE_SECONDS * SAMPLE_RATE:
-        raise protocol.ProtocolError(f"the reference clip is shorter than {protocol.MIN_REFERENCE_SECONDS:g} s")
+    try:
+        check_reference(wav)
+    except ValueError as err:
+        raise protocol.ProtocolError(str(err)) from None
     embedding = speaker_embedding(models.encoder, models.decoder, wav)[0].float()
     if not torch.isfinite(embedding).all():  # e.g. samples of 1e30: finite, but far beyond any audio
         raise protocol.ProtocolError("the reference clip gives no usable voice: its samples are far out of range")

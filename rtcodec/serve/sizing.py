@@ -1,0 +1,119 @@
+"""The server's size, measured: how many callers this machine serves in real time, and in what blocks.
+
+A tick carries one block of every slot; it must be computed in less time than the block lasts, or the callers'
+audio falls behind and breaks up. Small blocks cost the most per second of audio (a tick's fixed overhead is paid
+more often), and every slot is computed each tick. So `rtcodec serve` without `--hops-per-tick` (or `--slots`)
+times a full tick (every slot taken, in every preset offered, since their batches share the machine): the most
+slots among `CANDIDATE_SLOTS` whose tick fits `HEADROOM` of real time at the largest block, then the fewest hops
+that still fit.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..config import HOP_LENGTH, SAMPLE_RATE
+from ..hub import Pretrained
+from ..pipelines import LATENCY_PRESETS
+from ..scheduler import CallerScheduler
+from ..streaming import StreamOptions
+
+CANDIDATE_HOPS = (1, 2, 4, 8)
+CANDIDATE_SLOTS = (4, 2, 1)
+HEADROOM = 0.8  # a full tick may take at most this share of the audio it carries
+TIMED_TICKS = 5  # timed after the streams have settled; the median is taken
+
+Measure = Callable[[int, int], float]  # (slots, hops) -> seconds of compute of a full tick
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """The slots and block chosen, and what the full tick at that size took."""
+
+    slots: int
+    hops_per_tick: int
+    tick_seconds: float
+    keeps_up: bool
+
+    @property
+    def block_seconds(self) -> float:
+        return self.hops_per_tick * HOP_LENGTH / SAMPLE_RATE
+
+    def describe(self) -> str:
+        """The start-up line saying what was chosen and why."""
+        block = f"{self.slots} slot{'s' if self.slots > 1 else ''} per preset, blocks of {self.hops_per_tick} hops"
+        share = self.tick_seconds / self.block_seconds
+        measured = (
+            f"a full tick took {1000 * self.tick_seconds:.0f} ms here, {100 * share:.0f}% of the "
+            f"{1000 * self.block_seconds:.1f} ms of audio it carries"
+        )
+        if self.keeps_up:
+            return f"{block} ({1000 * self.block_seconds:.1f} ms): {measured}"
+        return (
+            f"{block}, the largest tried, and still {measured}: this machine cannot serve {self.slots} caller"
+            f"{'s' if self.slots > 1 else ''} per preset in real time; offer fewer presets, or use a GPU"
+        )
+
+
+def _fits(hops: int, seconds: float) -> bool:
+    return seconds <= HEADROOM * hops * HOP_LENGTH / SAMPLE_RATE
+
+
+def choose(measure: Measure, slots: Sequence[int] = CANDIDATE_SLOTS, hops: Sequence[int] = CANDIDATE_HOPS) -> Sizing:
+    """The most `slots` whose full tick fits at the largest of `hops`, then the fewest `hops` that fit for them;
+    the last slots and the largest hops where nothing fits."""
+    for count in slots:
+        largest = measure(count, hops[-1])
+        if not _fits(hops[-1], largest):
+            continue
+        for fewer in hops[:-1]:
+            seconds = measure(count, fewer)
+            if _fits(fewer, seconds):
+                return Sizing(count, fewer, seconds, True)
+        return Sizing(count, hops[-1], largest, True)
+    return Sizing(slots[-1], hops[-1], largest, False)
+
+
+@torch.inference_mode()
+def full_tick_seconds(
+    models: Pretrained, latencies: tuple[str, ...], backend: str | None, slots: int, hops: int
+) -> float:
+    """Seconds of compute of one tick of `hops` hops with every slot taken, summed over the presets' batches."""
+    total = 0.0
+    for preset in latencies:
+        options = StreamOptions(lookahead=LATENCY_PRESETS[preset], backend=backend)
+        scheduler = CallerScheduler(models.encoder, models.decoder, slots, hops, options)
+        callers = [scheduler.join(torch.zeros(models.decoder.in_channels)) for _ in range(slots)]
+        encoder, decoder = scheduler.encoder_stream, scheduler.decoder_stream
+        # Until the decoder rows have started and both streams run settled ticks, as in a long call.
+        settle_hops = encoder.lookahead_samples // HOP_LENGTH + max(encoder.settled_hops, decoder.settled_hops) + 2
+        silence = torch.zeros(scheduler.block, device=scheduler.device)
+        times = []
+        for _ in range(-(-settle_hops // hops) + TIMED_TICKS):
+            for caller in callers:
+                scheduler.put(caller, silence)
+            start = time.perf_counter()
+            scheduler.tick()
+            times.append(time.perf_counter() - start)
+        total += statistics.median(times[-TIMED_TICKS:])
+    return total
+
+
+def measure(
+    models: Pretrained,
+    latencies: tuple[str, ...],
+    backend: str | None = None,
+    slots: int | None = None,
+    hops: int | None = None,
+) -> Sizing:
+    """Time this machine and choose what is not given (see the module docstring)."""
+    return choose(
+        lambda count, size: full_tick_seconds(models, latencies, backend, count, size),
+        CANDIDATE_SLOTS if slots is None else (slots,),
+        CANDIDATE_HOPS if hops is None else (hops,),
+    )
