@@ -58,12 +58,8 @@ def served():
     thread.join(30)
 
 
-def test_the_page_converts_a_fake_microphone(served, tmp_path):
-    url, server, models = served
-    speech = tmp_path / "speech.wav"
-    data, rate = sf.read(AUDIO / "rms.wav", dtype="float32")
-    sf.write(speech, data, rate, subtype="PCM_16")
-    args = [
+def _browser_args(speech) -> list[str]:
+    return [
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
@@ -76,13 +72,45 @@ def test_the_page_converts_a_fake_microphone(served, tmp_path):
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={speech}",
     ]
+
+
+def _watch(page) -> list[str]:
+    """What the console would show a developer: errors, and requests that failed or got an error status."""
+    problems = []
+    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
+    page.on(
+        "response", lambda response: response.status >= 400 and problems.append(f"{response.status} {response.url}")
+    )
+    page.on("requestfailed", lambda request: problems.append(f"failed {request.url}"))
+    return problems
+
+
+def _figures_cleared(page) -> bool:
+    """Every figure back to its dash and both meters blank."""
+    return page.evaluate(
+        "[...document.querySelectorAll('#figures td')].every(td => td.textContent === '–') &&"
+        " ['level-in', 'level-out'].every(id => !document.getElementById(id).getContext('2d')"
+        ".getImageData(0, 0, 300, 14).data.some(v => v))"
+    )
+
+
+def test_the_page_converts_a_fake_microphone(served, tmp_path):
+    url, server, models = served
+    speech = tmp_path / "speech.wav"
+    data, rate = sf.read(AUDIO / "rms.wav", dtype="float32")
+    sf.write(speech, data, rate, subtype="PCM_16")
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=_browser_args(speech))
         try:
             page = browser.new_page()
+            problems = _watch(page)
             page.goto(url)
             page.wait_for_function("document.querySelector('#voice').options.length > 1", timeout=30_000)
+            assert not page.is_visible("#upload") and not page.is_visible("#upload-label")
+            page.select_option("#voice", "upload")
+            assert page.is_visible("#upload") and "at most 2 MB" in page.inner_text("#upload-label")
             page.select_option("#voice", "bright")
+            assert not page.is_visible("#upload")
             page.click("#start")
             page.wait_for_function(f"window.rtcodec.received.length >= {OUTPUTS}", timeout=120_000)
             page.wait_for_function("window.rtcodec.stats !== null && window.rtcodec.roundTripMs !== undefined")
@@ -92,11 +120,18 @@ def test_the_page_converts_a_fake_microphone(served, tmp_path):
                 " roundTrip: window.rtcodec.roundTripMs})"
             )
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-            shown = {key: page.inner_text(f"#{key}") for key in ("algorithmic", "roundtrip", "compute", "bitrate")}
+            shown = {
+                key: page.inner_text(f"#{key}") for key in ("algorithmic", "roundtrip", "compute", "bitrate", "delay")
+            }
+            assert not _figures_cleared(page)
             page.click("#stop")
+            page.wait_for_function("document.querySelector('#status').textContent === 'Stopped.'")
+            assert _figures_cleared(page)  # Stop leaves no frozen figures or meters
         finally:
             browser.close()
     print(f"screenshot: {tmp_path / 'page.png'}; shown: {shown}")
+    assert problems == []  # no console error, no 404 (the favicon included)
+    assert shown["delay"].endswith(" ms")
     assert got["ready"]["block"] == BLOCK and shown["algorithmic"] == "695 ms" and "ms" in shown["roundtrip"]
     assert got["roundTrip"] > 695  # at least the algorithmic latency: the measurement is on the audio clock
     # 1) Exact: what the page played is the library's conversion of the blocks the page sent, tick by tick.
@@ -122,3 +157,36 @@ def _match(window: np.ndarray, source: np.ndarray) -> float:
     cross = np.fft.irfft(np.fft.rfft(source, n) * np.conj(np.fft.rfft(window, n)), n)[: source.size - window.size]
     start = int(np.argmax(cross))
     return float(np.corrcoef(window, source[start : start + window.size])[0, 1])
+
+
+def test_the_page_checks_an_upload_and_shows_why_a_call_was_refused(served, tmp_path):
+    """A file chosen is the voice, whatever the menu said; one over the server's limit is refused in the page
+    (no call: a browser never sees the server's 1009 for a message it sent too large); a refused call shows
+    the server's reason."""
+    url, _, _ = served
+    speech = tmp_path / "speech.wav"
+    sf.write(speech, sf.read(AUDIO / "rms.wav", dtype="float32")[0], 16000, subtype="PCM_16")
+    big, junk = tmp_path / "big.wav", tmp_path / "junk.wav"
+    sf.write(big, np.zeros(1_100_000, np.float32), 16000, subtype="PCM_16")  # 2.2 MB
+    junk.write_bytes(b"not audio at all")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=_browser_args(speech))
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_function("document.querySelector('#voice').options.length > 1", timeout=30_000)
+            page.select_option("#voice", "bright")
+            page.set_input_files("#upload", str(big))
+            assert page.input_value("#voice") == "upload" and page.is_visible("#upload")
+            page.click("#start")
+            status = page.inner_text("#status")
+            assert "big.wav is 2.1 MB; the server takes reference clips of at most 2 MB" in status, status
+            assert page.evaluate("window.rtcodec.closed") is None and page.is_enabled("#start")
+            page.set_input_files("#upload", str(junk))
+            page.click("#start")
+            page.wait_for_function("window.rtcodec.closed !== null", timeout=60_000)
+            status = page.inner_text("#status")
+            assert status.startswith("The server ended the call: the reference clip is not usable audio"), status
+            assert page.evaluate("window.rtcodec.closed.code") == 1008
+        finally:
+            browser.close()

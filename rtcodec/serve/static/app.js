@@ -27,14 +27,31 @@ function drawLevel(canvas, rms) {
   g.fillRect(0, 0, width, canvas.height);
 }
 
+function megabytes(bytes) {
+  return `${(bytes / 1048576).toFixed(1).replace(/\.0$/, "")} MB`;
+}
+
+// Why a call closed, where the server gave no reason (1006: the connection broke without a close).
+const CLOSE_MEANINGS = {
+  1001: "The server is shutting down.",
+  1006: "The connection to the server was lost. Press Start to call again.",
+  1008: "The server refused the call.",
+  1009: "A message was too large for the server.",
+  1011: "The server failed on this call.",
+  1013: "The server is busy: try again in a moment.",
+};
+
 function rms(samples) {
   let sum = 0;
   for (const x of samples) sum += x * x;
   return Math.sqrt(sum / Math.max(1, samples.length));
 }
 
+let info = null;
+
 async function loadInfo() {
-  const info = await (await fetch("info")).json();
+  info = await (await fetch("info")).json();
+  $("upload-limit").textContent = megabytes(info.max_reference_bytes);
   for (const name of info.voices) $("voice").add(new Option(name, name));
   $("voice").add(new Option("Upload a clip…", "upload"));
   for (const name of info.latencies) $("latency").add(new Option(name, name));
@@ -49,6 +66,13 @@ async function start() {
     const file = $("upload").files[0];
     if (!file) {
       $("status").textContent = "Choose a reference clip to upload first.";
+      $("start").disabled = false;
+      return;
+    }
+    if (info && file.size > info.max_reference_bytes) {
+      $("status").textContent =
+        `${file.name} is ${megabytes(file.size)}; the server takes reference clips of at most ` +
+        `${megabytes(info.max_reference_bytes)} (a few seconds of speech: trim it, or save it as FLAC or MP3).`;
       $("start").disabled = false;
       return;
     }
@@ -87,10 +111,10 @@ async function start() {
   ws.onmessage = (event) => (typeof event.data === "string" ? onText(JSON.parse(event.data)) : onAudio(event.data));
   ws.onclose = (event) => {
     exposed.closed = { code: event.code, reason: event.reason };
-    const why = event.reason ? `: ${event.reason}` : "";
-    let message = `The server ended the call${why}`;
+    let message = event.reason
+      ? `The server ended the call: ${event.reason}`
+      : CLOSE_MEANINGS[event.code] || `The server ended the call (code ${event.code}).`;
     if (event.code === 1000 || event.code === 1005) message = "Stopped.";
-    if (event.code === 1006) message = "The connection to the server was lost. Press Start to call again.";
     if (call && call.ws === ws) stop(message);
   };
   $("stop").disabled = false;
@@ -106,11 +130,23 @@ function onText(message) {
     $("bitrate").textContent =
       message.mode === "codec" ? "4.8 kbit/s (6 codes of 10 bits, 80 frames/s)" : "2.4 kbit/s of prosody and content codes (the voice comes from the target)";
     $("status").textContent = `Live (slot ${message.slot}). Speak!`;
+    $("status").classList.remove("warning");
   } else if (message.type === "stats") {
     exposed.stats = message;
     $("compute").textContent = `${message.compute_ms_p50.toFixed(1)} ms median, ${message.compute_ms_p99.toFixed(1)} ms p99`;
     $("late").textContent = `${message.late_blocks} / ${message.dropped_blocks}`;
     $("callers").textContent = `${message.active} of ${message.slots} slots`;
+    $("delay").textContent = `${message.delay_ms.toFixed(0)} ms`;
+    const status = $("status");
+    if (message.overloaded) {
+      status.textContent =
+        "The server cannot keep up: your audio arrives late and breaks up. Its operator can give it larger blocks " +
+        "(rtcodec serve --hops-per-tick), fewer slots, or a GPU.";
+      status.classList.add("warning");
+    } else if (status.classList.contains("warning")) {
+      status.textContent = `Live (slot ${call.ready.slot}). Speak!`;
+      status.classList.remove("warning");
+    }
   }
 }
 
@@ -183,12 +219,20 @@ function stop(message = "Stopped.") {
   if (ws.readyState === WebSocket.OPEN) ws.close(1000, "the caller stopped");
   microphone.getTracks().forEach((track) => track.stop());
   context.close();
+  for (const id of ["level-in", "level-out"]) drawLevel($(id), 0);
+  for (const cell of document.querySelectorAll("#figures td")) cell.textContent = "–";
+  $("status").classList.remove("warning");
   $("status").textContent = message;
   $("start").disabled = false;
   $("stop").disabled = true;
 }
 
-$("voice").addEventListener("change", () => ($("upload-label").hidden = $("voice").value !== "upload"));
+const showUpload = () => ($("upload-label").hidden = $("voice").value !== "upload");
+$("voice").addEventListener("change", showUpload);
+$("upload").addEventListener("change", () => {
+  if ($("upload").files.length) $("voice").value = "upload"; // a chosen file is the voice, whatever was selected
+  showUpload();
+});
 $("start").addEventListener("click", start);
 $("stop").addEventListener("click", () => stop());
 loadInfo().catch((err) => ($("status").textContent = `The server did not answer: ${err.message}`));
