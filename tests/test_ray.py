@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 import struct
@@ -36,6 +37,15 @@ def golden_models() -> Pretrained:
     return Pretrained(golden_model("encoder"), golden_model("decoder"))
 
 
+class Logged(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def cluster():
     from rtcodec.serve.ray import application, run
@@ -47,7 +57,14 @@ def cluster():
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         options = ServeOptions(slots=2, expose_host=True)  # the ready message names the replica
-        run(application(golden_models, options, replicas=2, num_cpus=0.5), options)
+        logged = Logged()
+        logging.getLogger("ray.serve").addHandler(logged)
+        try:
+            run(application(golden_models, options, replicas=2, num_cpus=0.5), options)
+        finally:
+            logging.getLogger("ray.serve").removeHandler(logged)
+        # Ray Serve's lines came through, but not the one that says the options given to serve.start are ignored.
+        assert logged.messages and not [m for m in logged.messages if "will not be applied" in m], logged.messages
         yield f"ws://127.0.0.1:{port}/ws"
     finally:
         serve.shutdown()

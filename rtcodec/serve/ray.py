@@ -14,6 +14,7 @@ board), and `/metrics` shows every replica's, labelled `replica`; `/healthz` is 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -107,8 +108,15 @@ def status(path: str, options: ServeOptions | None = None):
     return deployment.bind()
 
 
+def _not_applied(record: logging.LogRecord) -> bool:
+    """Ray Serve logs, on every `serve.run` after `serve.start`, that "new http_options will not be applied": the
+    options given to `serve.start` are the ones in force, so the line only misleads."""
+    return "will not be applied" not in record.getMessage()
+
+
 def run(main, options: ServeOptions | None = None) -> None:
     """Deploy `main` (an `application`) at / and the status applications at their paths."""
+    logging.getLogger("ray.serve").addFilter(_not_applied)
     serve.run(main, name="rtcodec", route_prefix="/")
     for path in STATUS_PATHS:
         serve.run(status(path, options), name="rtcodec" + path.replace("/", "-"), route_prefix=path)
@@ -125,8 +133,11 @@ def application(
 ):
     """A Ray Serve application: `replicas` copies of `create_app(load_models(), options)` (or `autoscaling`, a
     Ray Serve autoscaling config, e.g. `{"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3}`).
-    `load_models` runs on each replica."""
+    `load_models` runs on each replica; the block size may be measured there (`hops_per_tick=None`), the slots
+    may not: Ray routes by them before any replica starts."""
     options = options or ServeOptions()
+    if options.slots is None:
+        raise ValueError("on Ray, ServeOptions.slots must be given: Ray routes callers by it")
 
     def build():
         app = create_app(load_models(), options)
