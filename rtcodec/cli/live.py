@@ -10,7 +10,9 @@ are counted and shown while it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import queue
+import signal
 import sys
 import threading
 import time
@@ -21,16 +23,17 @@ import torch
 from .. import audio
 from ..backends import BACKENDS, default_threads
 from ..config import HOP_LENGTH, SAMPLE_RATE
-from ..pipelines import LATENCY_PRESETS, VoiceConversion
+from ..pipelines import LATENCY_PRESETS, VoiceConversion, check_reference
 from ..streaming import StreamOptions
 from .common import CommandError, add_model_options, load
+from .virtual_mic import DEFAULT_NAME, VirtualMic, VirtualMicError
 
 MAX_BACKLOG_BLOCKS = 8
 # What each preset costs: python -m bench.latency_presets, 4 hops per block, 2-core Intel Xeon (README).
 PRESET_HELP = {
     "exact": "683 ms of lookahead, the offline output exactly, the least compute",
-    "balanced": "338 ms, no measurable change with test weights, 3.3x the compute of exact",
-    "low": "113 ms, about a fifth of the codes change, 4.4x the compute of exact",
+    "balanced": "338 ms, no measurable change with test weights, 2.2x the compute of exact at 4-hop blocks",
+    "low": "113 ms, about a fifth of the codes change, 2.4x the compute of exact at 4-hop blocks",
 }
 
 
@@ -54,6 +57,22 @@ def register(commands) -> None:
     )
     c.add_argument("--hops-per-block", type=int, default=4, help="12.5 ms hops per audio block (default: 4)")
     c.add_argument(
+        "--device-latency",
+        type=device_latency,
+        default="high",
+        metavar="low|high|SECONDS",
+        help="the audio devices' buffering, as PortAudio takes it: low risks device errors on a busy machine; the "
+        "status line shows what the devices gave (default: high)",
+    )
+    c.add_argument(
+        "--virtual-mic",
+        nargs="?",
+        const=DEFAULT_NAME,
+        metavar="NAME",
+        help=f"play the converted voice into a new microphone, NAME_mic (default name: {DEFAULT_NAME}), that other "
+        "programs can pick, instead of the speakers; PulseAudio or PipeWire, removed on exit",
+    )
+    c.add_argument(
         "--threads",
         type=int,
         help="CPU threads for the conversion (default: one fewer than the machine's cores). All of them help only "
@@ -69,6 +88,19 @@ def register(commands) -> None:
     )
     add_model_options(c)
     c.set_defaults(run=run_live)
+
+
+def device_latency(value: str) -> str | float:
+    """An argparse type: PortAudio's "low" or "high", or seconds."""
+    if value in ("low", "high"):
+        return value
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"low, high or a number of seconds, got {value!r}") from None
+    if not 0 < seconds <= 2:
+        raise argparse.ArgumentTypeError(f"a device latency is within (0, 2] seconds, got {value}")
+    return seconds
 
 
 class LiveConverter:
@@ -132,11 +164,13 @@ class LiveConverter:
                 self.inbox.task_done()
         self.inbox.task_done()
 
-    def status_line(self, algorithmic_ms: float) -> str:
+    def status_line(self, algorithmic_ms: float, device_ms: float = 0.0) -> str:
         block_ms = 1000 * self.block / SAMPLE_RATE
         compute_ms = 1000 * self.compute_s / max(self.converted, 1)
+        total = algorithmic_ms + block_ms + device_ms
         return (
-            f"latency {algorithmic_ms + block_ms:.0f} ms ({algorithmic_ms:.0f} lookahead + {block_ms:.1f} block) | "
+            f"latency {total:.0f} ms ({algorithmic_ms:.0f} lookahead + {block_ms:.1f} block + {device_ms:.0f} devices)"
+            " | "
             f"compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | xruns {self.xruns} | "
             f"dropped {self.dropped} | device errors {self.device_errors}"
         )
@@ -169,6 +203,25 @@ def check_devices(sd, input_device=None, output_device=None, *, needs_input=True
 
 
 def run_live(args: argparse.Namespace) -> None:
+    wants_mic = args.virtual_mic is not None and not args.list_devices
+    # SIGTERM ends the session as Ctrl-C does, so the devices are closed and a virtual microphone removed.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    try:
+        with VirtualMic(args.virtual_mic) if wants_mic else contextlib.nullcontext():  # before PortAudio starts
+            _run_live(args)
+    except VirtualMicError as err:
+        raise CommandError(str(err)) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_live(args: argparse.Namespace) -> None:
     sd = _sounddevice()
     if args.list_devices:
         devices = sd.query_devices()
@@ -181,8 +234,9 @@ def run_live(args: argparse.Namespace) -> None:
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads or default_threads())
-    check_devices(sd, args.input_device, args.output_device)
     reference = audio.read(args.reference)
+    check_reference(reference, args.reference)
+    check_devices(sd, args.input_device, args.output_device)
     models = load(args, "v1")
     lookahead = LATENCY_PRESETS[args.latency] if args.lookahead is None else (args.lookahead, args.lookahead)
     options = StreamOptions(lookahead=lookahead, backend=args.backend)
@@ -203,16 +257,26 @@ def run_live(args: argparse.Namespace) -> None:
             channels=1,
             dtype="float32",
             device=(_device(args.input_device), _device(args.output_device)),
+            latency=args.device_latency,
             callback=converter.callback,
         )
     except sd.PortAudioError as err:
         raise CommandError(f"cannot open the audio devices: {err}") from None
     converter.start()
+    latency_in, latency_out = stream.latency  # the devices' buffering, as PortAudio reports it
+    device_ms = 1000 * (latency_in + latency_out)
+    print(
+        f"audio devices: {1000 * latency_in:.0f} ms in + {1000 * latency_out:.0f} ms out of buffering "
+        f"(--device-latency {args.device_latency}); latency in all "
+        f"{pipeline.latency_ms + 1000 * block / SAMPLE_RATE + device_ms:.0f} ms",
+        file=sys.stderr,
+    )
     try:
         with stream:
             while converter.error is None:
                 time.sleep(0.5)
-                print("\r" + converter.status_line(pipeline.latency_ms), end="", file=sys.stderr, flush=True)
+                line = converter.status_line(pipeline.latency_ms, device_ms)
+                print("\r" + line, end="", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         pass
     except sd.PortAudioError as err:
