@@ -192,8 +192,8 @@ class _Stream:
 
         `trimmed` (a lookahead's drain, on every push): every op computes only what reaches the outputs not handed
         out yet, and leaves its state alone. Untrimmed (`flush`, once a signal): whole hops through every op,
-        the same shapes whichever rows share the batch, so a row's result is bit for bit what it gives alone
-        (`encode_many` relies on it: the float rounding of the ops' kernels depends on their shapes)."""
+        the same shapes whichever rows share the batch, so a row's result is what it gives alone up to the kernels'
+        rounding of a batch (`encode_many` relies on it: the float rounding depends on the shapes too)."""
         starts = self._starts()
         needed = max(-(-(stop - start) // self.out_per_hop) for stop, start in zip(stops, starts))
         if needed <= 0:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,21 +117,32 @@ def _blocks(language: str) -> list[str]:
     return blocks
 
 
-def test_readme_blocks_run_as_written(hub_cache, tmp_path):
-    """Every Python block of the README, and the quick start's commands, as a new user copies them: from the
-    repository root (examples/ there), the weights in the hub cache (random here) or in ./checkpoints."""
-    root = README.parent
-    (tmp_path / "examples").symlink_to(root / "examples")
-    snapshot = hub_cache / ("models--" + REPO_ID.replace("/", "--")) / "snapshots" / REVISION
-    (tmp_path / "checkpoints").symlink_to(snapshot)
-    python = _blocks("python")
-    assert len(python) >= 4
+def _env(hub_cache: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # the rtcodec of this environment
-    if any("onnx_stream" in code for code in python):  # the graphs its comment says how to make
-        export = "rtcodec export --onnx graphs --voice examples/voice.wav"
-        result = subprocess.run(export, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, f"{export}\n{result.stderr}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def readme_dir(hub_cache, tmp_path_factory) -> Path:
+    """Where a new user runs the README's code: the repository root (examples/ there), the weights in the hub
+    cache (random here) or in ./checkpoints, and the graphs the ONNX block's comment says how to make."""
+    folder = tmp_path_factory.mktemp("readme")
+    (folder / "examples").symlink_to(README.parent / "examples")
+    snapshot = hub_cache / ("models--" + REPO_ID.replace("/", "--")) / "snapshots" / REVISION
+    (folder / "checkpoints").symlink_to(snapshot)
+    export = "rtcodec export --onnx graphs --voice examples/voice.wav"
+    result = subprocess.run(export, shell=True, cwd=folder, env=_env(hub_cache), capture_output=True, text=True)
+    assert result.returncode == 0, f"{export}\n{result.stderr}"
+    return folder
+
+
+def test_readme_blocks_run_as_written(hub_cache, readme_dir):
+    """Every Python block of the README, and the quick start's commands, as a new user copies them."""
+    root, tmp_path = README.parent, readme_dir
+    python = _blocks("python")
+    assert len(python) >= 4 and any("onnx_stream" in code for code in python)
+    env = _env(hub_cache)
     for code in python:
         result = _run(code, tmp_path, hub_cache)
         assert result.returncode == 0, f"{code}\n{result.stderr}"
@@ -139,3 +152,28 @@ def test_readme_blocks_run_as_written(hub_cache, tmp_path):
         result = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
         assert result.returncode == 0, f"{command}\n{result.stderr}"
     assert sf.info(tmp_path / "converted.wav").frames == sf.info(root / "examples" / "speech.wav").frames
+    assert sf.info(tmp_path / "converted_onnx.wav").frames == sf.info(root / "examples" / "speech.wav").frames
+
+
+def test_readme_torch_free_install_runs_the_onnx_block(readme_dir, tmp_path):
+    """The README's install without torch, as written, in a clone and a new venv; then its ONNX block there:
+    the runner and the example need nothing more, and torch is never installed."""
+    match = re.search(r"Without torch, from a clone: `([^`]+)`", README.read_text())
+    assert match, "the README's torch-free install line"
+    clone = tmp_path / "clone"
+    shutil.copytree(README.parent, clone, ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build"))
+    subprocess.run([sys.executable, "-m", "venv", tmp_path / "venv"], check=True, timeout=120)
+    venv = tmp_path / "venv" / "bin"
+    env = {**os.environ, "PATH": f"{venv}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv.parent)}
+    install = subprocess.run(match[1], shell=True, cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+    if install.returncode and "No matching distribution" in install.stderr:
+        pytest.skip(f"the package index cannot be reached: {install.stderr.strip()[-300:]}")
+    assert install.returncode == 0, f"{match[1]}\n{install.stderr}"
+    assert subprocess.run([venv / "python", "-c", "import torch"], capture_output=True).returncode != 0
+    code = next(code for code in _blocks("python") if "onnx_stream" in code)
+    check = '\nimport sys\nassert "torch" not in sys.modules, "torch was imported"\n'
+    result = subprocess.run(
+        [venv / "python", "-c", code + check], cwd=readme_dir, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{code}\n{result.stderr}"
+    assert sf.info(readme_dir / "converted_onnx.wav").frames == sf.info(README.parent / "examples/speech.wav").frames

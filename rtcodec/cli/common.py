@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -14,6 +15,8 @@ from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..hub import REPO_ID, CheckpointNotFoundError, Pretrained, from_pretrained
 from ..streaming import decode_offline, encode_offline
 from .progress import ProgressBar
+
+LONG_CLIP_SECONDS = 120.0  # longer clips are told why the speaker embedding takes a while
 
 
 class CommandError(Exception):
@@ -100,6 +103,13 @@ def bitstream(
 ) -> Bitstream:
     """The bitstream of a clip of `samples` samples from its encoder output `enc` (`padded`: the clip as
     encoded, for the V2 prosody feature)."""
+    if enc.shape[2] * HOP_LENGTH > LONG_CLIP_SECONDS * SAMPLE_RATE:  # no bar can follow one attention: say why it waits
+        print(
+            f"{name}: the speaker embedding attends over all {enc.shape[2] * HOP_LENGTH / SAMPLE_RATE / 60:.1f} min "
+            "of the clip at once (its time grows with the square of the length)...",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         if version == "v2":
             _, codes, _, _, speaker = models.decoder(enc, models.encoder.get_prosody_feature(padded))

@@ -12,6 +12,7 @@ from .. import audio
 from ..bitstream import Bitstream
 from ..config import SAMPLE_RATE
 from ..hub import CheckpointNotFoundError, download
+from ..pipelines import check_reference
 from . import bulk
 from .common import (
     CommandError,
@@ -118,6 +119,7 @@ def run_reconstruct(args: argparse.Namespace) -> None:
 def run_convert(args: argparse.Namespace) -> None:
     check_output(args.output, args.source, args.reference)
     source, reference = audio.read(args.source), audio.read(args.reference)
+    check_reference(reference, args.reference)
     version = "v1" if args.model == "redecoder" else args.model
     models = load(args, version, redecoder=args.model == "redecoder")
     src, ref = encode(models, source, version, args.source), encode(models, reference, version, args.reference)
