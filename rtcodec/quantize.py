@@ -13,8 +13,6 @@ from torch import nn
 
 from . import kernels
 
-SEARCH_ROWS = 8192  # frames per distance matrix (frames x codebook size): a long clip's search in bounded memory
-
 
 class FactorizedVQ(nn.Module):
     """One codebook layer. Keys `in_proj`, `out_proj` (linear, weight norm folded) and `_codebook`."""
@@ -44,12 +42,8 @@ class FactorizedVQ(nn.Module):
         codebook_t, codebook_sq = self._unit_codebook()
         # The squared distance of unit vectors, written out as the published code does, so that
         # near-ties resolve to the same index.
-        chunks = [e] if torch.compiler.is_exporting() else e.split(SEARCH_ROWS)  # an export takes any length
-        nearest = [
-            (rows.pow(2).sum(1, keepdim=True) - 2 * rows @ codebook_t + codebook_sq).neg().argmax(dim=1)
-            for rows in chunks
-        ]
-        return torch.cat(nearest).view(z.shape[:2])
+        dist = e.pow(2).sum(1, keepdim=True) - 2 * e @ codebook_t + codebook_sq
+        return dist.neg().argmax(dim=1).view(z.shape[:2])
 
     def _unit_codebook(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalized codebook, transposed `[codebook_dim, size]`, and its squared norms `[1, size]`: kept
