@@ -136,7 +136,7 @@ def best_match(recording: np.ndarray, signal: np.ndarray) -> float:
     return float(np.corrcoef(signal, recording[start : start + signal.size])[0, 1])
 
 
-def window_matches(recording: np.ndarray, signal: np.ndarray, size: int = RATE // 10) -> np.ndarray:
+def window_matches(recording: np.ndarray, signal: np.ndarray, size: int = RATE // 40) -> np.ndarray:
     """For each window of `recording` that is not silent, its correlation with the place of `signal` it matches
     best."""
     windows = [recording[i : i + size] for i in range(0, recording.size - size + 1, size)]
@@ -170,9 +170,10 @@ def test_the_virtual_microphone_carries_the_converted_voice_and_is_gone_after(au
     listed = pactl(env, "list", "short", "sources") + pactl(env, "list", "short", "sinks")
     assert "rtc_vm" not in listed  # gone with live
     heard = np.fromfile(tmp_path / "heard.raw", np.float32)
-    # The converted voice, stretch by stretch: each 0.1 s window of what was heard is matched on its own to the
+    # The converted voice, stretch by stretch: each 25 ms window of what was heard is matched on its own to the
     # place of the library's conversion it resembles most. A machine too slow for real time plays gaps (xruns) and
-    # drops blocks, which only the windows across them show; windows between them are the conversion exactly.
+    # drops blocks, which only the windows across them show; windows within a block played whole are the
+    # conversion exactly (windows as long as a block would nearly all straddle a gap on such a machine).
     silence = np.zeros(RATE // 2, np.float32)
     played = np.concatenate([silence, speech, silence])
     models = from_pretrained("v1", checkpoint_dir=ckpt)
@@ -182,7 +183,9 @@ def test_the_virtual_microphone_carries_the_converted_voice_and_is_gone_after(au
         expected = torch.cat([vc.push(wav), vc.flush()], dim=2)[0, 0].numpy()
     converted, passed_through = window_matches(heard, expected), window_matches(heard, played)
     assert (converted > 0.95).sum() >= 3, (np.round(converted, 3), live.err[-300:])
-    assert np.median(passed_through) < 0.3, np.round(passed_through, 3)  # the speech itself does not come out
+    # The speech itself does not come out (its windows would match it at 1; a 25 ms window of something else finds
+    # a place that resembles it at about 0.3).
+    assert np.median(passed_through) < 0.6, np.round(passed_through, 3)
 
 
 def test_receive_plays_on_the_speakers_what_it_writes(audio_server, ckpt, tmp_path):
