@@ -46,6 +46,13 @@ def check_reference(wav: torch.Tensor, name: str = "the reference clip") -> None
         raise ValueError(f"{name} is silent (RMS {rms:.1e}): a reference must hold the target voice")
 
 
+def settling_hops(encoder_stream, decoder_stream) -> int:
+    """Hops of input after which a conversion through these streams runs settled ticks in both: the encoder's
+    lookahead (until the decoder's first frame) and the longer of their settling, with a margin of two."""
+    settled = max(encoder_stream.settled_hops, decoder_stream.settled_hops)
+    return encoder_stream.lookahead_samples // encoder_stream.hop_length + settled + 2
+
+
 def _check_models(encoder: FACodecEncoder, decoder: FACodecDecoder) -> None:
     if not isinstance(encoder, FACodecEncoder):
         raise TypeError(f"encoder must be a FACodecEncoder, got {type(encoder).__name__}")
@@ -191,7 +198,7 @@ class VoiceConversion(_Pipeline):
         then `reset()`: compiling, exporting or capturing (`StreamOptions.backend`) happens here, not in the first
         seconds of a live signal."""
         encoder, decoder = self.stages
-        hops = encoder.lookahead_samples // encoder.hop_length + max(encoder.settled_hops, decoder.settled_hops) + 2
+        hops = settling_hops(encoder, decoder)
         silence = encoder.parameter.new_zeros(encoder.batch_size, 1, samples_per_push)
         for _ in range(-(-hops * encoder.hop_length // samples_per_push)):
             self.push(silence)

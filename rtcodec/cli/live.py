@@ -164,15 +164,18 @@ class LiveConverter:
                 self.inbox.task_done()
         self.inbox.task_done()
 
+    def latency_ms(self, algorithmic_ms: float, device_ms: float) -> float:
+        """The whole latency: the pipeline's lookahead, a block, and the devices' buffers."""
+        return algorithmic_ms + 1000 * self.block / SAMPLE_RATE + device_ms
+
     def status_line(self, algorithmic_ms: float, device_ms: float = 0.0) -> str:
         block_ms = 1000 * self.block / SAMPLE_RATE
         compute_ms = 1000 * self.compute_s / max(self.converted, 1)
-        total = algorithmic_ms + block_ms + device_ms
+        latency = self.latency_ms(algorithmic_ms, device_ms)
         return (
-            f"latency {total:.0f} ms ({algorithmic_ms:.0f} lookahead + {block_ms:.1f} block + {device_ms:.0f} devices)"
-            " | "
-            f"compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | xruns {self.xruns} | "
-            f"dropped {self.dropped} | device errors {self.device_errors}"
+            f"latency {latency:.0f} ms ({algorithmic_ms:.0f} lookahead + {block_ms:.1f} block + {device_ms:.0f} "
+            f"devices) | compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | "
+            f"xruns {self.xruns} | dropped {self.dropped} | device errors {self.device_errors}"
         )
 
 
@@ -268,7 +271,7 @@ def _run_live(args: argparse.Namespace) -> None:
     print(
         f"audio devices: {1000 * latency_in:.0f} ms in + {1000 * latency_out:.0f} ms out of buffering "
         f"(--device-latency {args.device_latency}); latency in all "
-        f"{pipeline.latency_ms + 1000 * block / SAMPLE_RATE + device_ms:.0f} ms",
+        f"{converter.latency_ms(pipeline.latency_ms, device_ms):.0f} ms",
         file=sys.stderr,
     )
     try:

@@ -19,7 +19,7 @@ import torch
 
 from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..hub import Pretrained
-from ..pipelines import LATENCY_PRESETS
+from ..pipelines import LATENCY_PRESETS, settling_hops
 from ..scheduler import CallerScheduler
 from ..streaming import StreamOptions
 
@@ -89,9 +89,8 @@ def full_tick_seconds(
         options = StreamOptions(lookahead=LATENCY_PRESETS[preset], backend=backend)
         scheduler = CallerScheduler(models.encoder, models.decoder, slots, hops, options)
         callers = [scheduler.join(torch.zeros(models.decoder.in_channels)) for _ in range(slots)]
-        encoder, decoder = scheduler.encoder_stream, scheduler.decoder_stream
         # Until the decoder rows have started and both streams run settled ticks, as in a long call.
-        settle_hops = encoder.lookahead_samples // HOP_LENGTH + max(encoder.settled_hops, decoder.settled_hops) + 2
+        settle_hops = settling_hops(scheduler.encoder_stream, scheduler.decoder_stream)
         silence = torch.zeros(scheduler.block, device=scheduler.device)
         times = []
         for _ in range(-(-settle_hops // hops) + TIMED_TICKS):
