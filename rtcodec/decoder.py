@@ -14,6 +14,9 @@ from .layers.transformer import TransformerEncoder
 from .quantize import ResidualVQ
 from .streaming import DecoderStream, StreamOptions, decode_offline, takes_fast_path
 
+# Frames quantized at once: every frame is quantized on its own, and a long clip's distances to 1024 codewords
+# in one piece would take gigabytes.
+QUANTIZE_FRAMES = 2048
 TRAINING_PATH = (
     "the vq=False / get_vq=True paths of the published decoder feed its training-only predictors; "
     "rtcodec is for inference: use decoder.inference(vq_post_emb, spk_embs)"
@@ -97,6 +100,22 @@ class FACodecDecoder(SpeakerConditionedDecoder):
         return self.timbre_encoder(x.transpose(1, 2)).mean(dim=1)
 
     def _quantize(self, x: torch.Tensor, prosody_source: torch.Tensor, n_quantizers: int | None):
+        """(the summed output, the codes, each group's output) of `x` (prosody codes of `prosody_source`)."""
+        if x.shape[2] <= QUANTIZE_FRAMES:
+            return self._quantize_piece(x, prosody_source, n_quantizers)
+        total, codes, groups = None, None, None
+        for start in range(0, x.shape[2], QUANTIZE_FRAMES):
+            piece = x[..., start : start + QUANTIZE_FRAMES]
+            source = piece if prosody_source is x else prosody_source[..., start : start + QUANTIZE_FRAMES]
+            outs = self._quantize_piece(piece, source, n_quantizers)
+            if total is None:  # filled in place: a list of pieces to concatenate would double the peak
+                total, codes = (t.new_empty(*t.shape[:2], x.shape[2]) for t in outs[:2])
+                groups = [g.new_empty(x.shape) for g in outs[2]]
+            for whole, part in zip((total, codes, *groups), (outs[0], outs[1], *outs[2])):
+                whole[..., start : start + QUANTIZE_FRAMES] = part
+        return total, codes, groups
+
+    def _quantize_piece(self, x: torch.Tensor, prosody_source: torch.Tensor, n_quantizers: int | None):
         if prosody_source is x and n_quantizers is None and len(self.quantizer) == 3 and kernels.enabled(x):
             return self._quantize_fused(x)
         qp, codes_p = self.quantizer[0](prosody_source, n_quantizers)
@@ -146,8 +165,9 @@ class FACodecDecoder(SpeakerConditionedDecoder):
         if get_vq or not vq:
             raise NotImplementedError(TRAINING_PATH)
         x = validation.frames(x, channels=self.in_channels, dtype=None, name="encoder output")
+        speaker = self.speaker_embedding(x)  # first: its intermediates are freed before quantization's outputs exist
         vq_post_emb, vq_id, groups = self._quantize(x, x, n_quantizers)
-        return vq_post_emb, vq_id, None, groups, self.speaker_embedding(x)
+        return vq_post_emb, vq_id, None, groups, speaker
 
     def _vq2emb(self, vq: torch.Tensor, use_residual: bool) -> torch.Tensor:
         cfg = self.config
@@ -199,10 +219,11 @@ class FACodecDecoderV2(FACodecDecoder):
         prosody = validation.frames(prosody_feature, channels=20, dtype=prosody_dtype, name="prosody feature")
         if prosody.shape[0] != x.shape[0]:
             raise ValueError(f"prosody feature has batch {prosody.shape[0]}, encoder output has {x.shape[0]}")
+        speaker = self.speaker_embedding(x)  # first, as in V1
         prosody = self.melspec_encoder(self.melspec_linear(prosody.transpose(1, 2))).transpose(1, 2)
         frames = min(prosody.shape[2], x.shape[2])
         vq_post_emb, vq_id, groups = self._quantize(x[..., :frames], prosody[..., :frames], n_quantizers)
-        return vq_post_emb, vq_id, None, groups, self.speaker_embedding(x)
+        return vq_post_emb, vq_id, None, groups, speaker
 
     def vq2emb(self, vq: torch.Tensor, use_residual: bool = True) -> torch.Tensor:
         """Codes `[6, B, T]` to the quantized latent `[B, 256, T]`, with or without the residual codes."""

@@ -153,7 +153,7 @@ class _Quantize(nn.Module):
         self.decoder = decoder
 
     def forward(self, frames):
-        return self.decoder._quantize(frames, frames, None)[1]
+        return self.decoder._quantize_piece(frames, frames, None)[1]  # in one piece: any length
 
 
 GRAPHS = 2 * 2 + len(SHARED_GRAPHS)  # files export_onnx writes besides the manifest (for progress): two per stage

@@ -95,6 +95,33 @@ def test_v2(golden, vectors, clip):
     assert rel_err(recon, vectors[f"v2.recon_{clip}"]) < TOL
 
 
+@pytest.mark.parametrize("clip", "ab")
+def test_long_clip_pieces_give_the_golden_outputs(golden, vectors, monkeypatch, clip):
+    """A long clip's attention queries, feed-forward, quantization and mel spectrum are computed in pieces of
+    frames to bound memory: with pieces of a few frames, every golden output of V1 and V2 is unchanged."""
+    from rtcodec import decoder
+    from rtcodec.layers import mel, transformer
+
+    monkeypatch.setattr(transformer, "PIECE_FRAMES", 7)
+    monkeypatch.setattr(decoder, "QUANTIZE_FRAMES", 5)
+    monkeypatch.setattr(mel, "MEL_PIECE_FRAMES", 6)
+    wav = vectors[f"wav_{clip}"]
+    with torch.no_grad():
+        for version, dec, extra in (
+            ("v1", golden["decoder"], ()),
+            ("v2", golden["decoder_v2"], (golden["encoder_v2"].get_prosody_feature(wav),)),
+        ):
+            if extra:
+                assert rel_err(extra[0], vectors[f"v2.prosody_{clip}"]) < TOL
+            emb, ids, _, quantized, spk = dec(vectors[f"{version}.enc_out_{clip}"], *extra)
+            assert torch.equal(ids, vectors[f"{version}.vq_id_{clip}"])
+            assert rel_err(emb, vectors[f"{version}.vq_post_emb_{clip}"]) < TOL
+            assert rel_err(spk, vectors[f"{version}.spk_embs_{clip}"]) < TOL
+            if version == "v1":
+                for i in range(3):
+                    assert rel_err(quantized[i], vectors[f"v1.quantized{i}_{clip}"]) < TOL
+
+
 def test_v2_voice_conversion(golden, vectors):
     dec = golden["decoder_v2"]
     with torch.no_grad():
@@ -165,12 +192,16 @@ def test_drop_in_calls_take_the_fast_path_without_autograd(vectors, golden, monk
 
 
 @pytest.mark.parametrize("frames", [1, 9, 500, 3000])
-def test_attention_in_linear_memory_equals_the_published_computation(frames):
-    """The timbre encoder's attention through scaled_dot_product_attention (memory that grows with the clip, not
-    its square) equals nn.MultiheadAttention's within fp32 rounding, at lengths up to 3000 frames (37.5 s)."""
+def test_attention_in_linear_memory_equals_the_published_computation(frames, monkeypatch):
+    """The timbre encoder's attention through scaled_dot_product_attention, queries in pieces (memory that grows
+    with the clip, not its square) equals nn.MultiheadAttention's within fp32 rounding, at lengths up to 3000
+    frames (37.5 s)."""
     from torch import nn
 
+    from rtcodec.layers import transformer
     from rtcodec.layers.transformer import self_attention
+
+    monkeypatch.setattr(transformer, "PIECE_FRAMES", 128)
 
     torch.manual_seed(frames)
     mha = nn.MultiheadAttention(256, 8, batch_first=True).eval()

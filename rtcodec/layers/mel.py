@@ -14,6 +14,7 @@ WIN_LENGTH = 800
 NUM_MELS = 80
 PROSODY_BINS = 20  # the prosody feature keeps the lowest 20 mel bins
 REFLECT_PAD = (N_FFT - 200) // 2  # 412 at each end: one STFT frame per 200-sample hop
+MEL_PIECE_FRAMES = 2048  # STFT frames computed at once
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -54,9 +55,19 @@ class MelSpectrogram(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """`wav [B, L]` (L > 412) to the log-mel spectrum `[B, 80, L // 200]`."""
-        padded = F.pad(wav[:, None, :], (REFLECT_PAD, REFLECT_PAD), mode="reflect")[:, 0]
+        padded = F.pad(wav[:, None, :], (REFLECT_PAD, REFLECT_PAD), mode="reflect")[:, 0].float()
+        frames = (padded.shape[1] - N_FFT) // self.hop_length + 1
+        # Frame t reads padded[t * hop : t * hop + N_FFT] alone: pieces of frames give the same spectrum, and a
+        # long clip's complex spectrum in one piece would take gigabytes.
+        pieces = [
+            self._log_mel(padded[:, start * self.hop_length : (start + MEL_PIECE_FRAMES - 1) * self.hop_length + N_FFT])
+            for start in range(0, frames, MEL_PIECE_FRAMES)
+        ]
+        return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)).to(wav.dtype)
+
+    def _log_mel(self, padded: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(
-            padded.float(),
+            padded,
             N_FFT,
             hop_length=self.hop_length,
             win_length=WIN_LENGTH,
@@ -66,4 +77,4 @@ class MelSpectrogram(nn.Module):
         )
         magnitude = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
         mel = torch.matmul(self.mel_basis.float(), magnitude)
-        return torch.log(torch.clamp(mel, min=1e-5)).to(wav.dtype)
+        return torch.log(torch.clamp(mel, min=1e-5))

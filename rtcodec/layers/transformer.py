@@ -9,6 +9,11 @@ from torch import nn
 from ..config import TransformerConfig
 from .norm import StyleAdaptiveLayerNorm
 
+# Frames computed at once in a long clip's attention and feed-forward. A frame's output depends on the others
+# only through the keys and values (and the feed-forward's few neighbours), so pieces give the same result
+# while the memory of the intermediates stays bounded whatever the length.
+PIECE_FRAMES = 1024
+
 
 class FeedForward(nn.Module):
     """`ffn_2(relu(ffn_1(x)))`, ffn_1 a conv along time, ffn_2 a linear."""
@@ -21,6 +26,17 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn_2(F.relu(self.ffn_1(x.transpose(1, 2)).transpose(1, 2)))
+
+    def in_pieces(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` over pieces of PIECE_FRAMES frames, each with the neighbours its convolution reads."""
+        halo, frames = self.ffn_1.kernel_size[0] // 2, x.shape[1]
+        out = x.new_empty(x.shape)
+        for start in range(0, frames, PIECE_FRAMES):
+            stop = min(start + PIECE_FRAMES, frames)
+            lo, hi = max(start - halo, 0), min(stop + halo, frames)
+            piece = self.ffn_1(x[:, lo:hi].transpose(1, 2))[..., start - lo : stop - lo]
+            out[:, start:stop] = self.ffn_2(F.relu(piece.transpose(1, 2)))
+        return out
 
 
 class TransformerLayer(nn.Module):
@@ -41,20 +57,31 @@ class TransformerLayer(nn.Module):
     def forward(self, x: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
         h = self._norm(self.ln_1, x, speaker)
         x = x + self_attention(self.self_attn, h)
-        return x + self.ffn(self._norm(self.ln_2, x, speaker))
+        h = self._norm(self.ln_2, x, speaker)
+        return x + (self.ffn(h) if x.shape[1] <= PIECE_FRAMES else self.ffn.in_pieces(h))
 
 
 def self_attention(mha: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
     """`mha(x, x, x)` (no mask, no dropout: inference) through `scaled_dot_product_attention`, whose fused
-    kernels work block by block: memory grows with the clip's length, not its square (the timbre encoder attends
-    over a whole clip, and `nn.MultiheadAttention` built the T x T weights: 9.6 GB for 5 minutes)."""
+    kernels work block by block, for queries in pieces of PIECE_FRAMES frames: memory grows with the clip's
+    length, not its square (the timbre encoder attends over a whole clip, and `nn.MultiheadAttention` built the
+    T x T weights: 9.6 GB for 5 minutes)."""
     if mha.training and mha.dropout > 0:
         return mha(x, x, x, need_weights=False)[0]
     batch, frames, channels = x.shape
-    q, k, v = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
-    q, k, v = (t.reshape(batch, frames, mha.num_heads, -1).transpose(1, 2) for t in (q, k, v))
-    y = F.scaled_dot_product_attention(q, k, v)
-    return mha.out_proj(y.transpose(1, 2).reshape(batch, frames, channels))
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(batch, t.shape[1], mha.num_heads, -1).transpose(1, 2)
+
+    w_q, w_kv = mha.in_proj_weight.split([channels, 2 * channels])
+    b_q, b_kv = mha.in_proj_bias.split([channels, 2 * channels])
+    k, v = map(heads, F.linear(x, w_kv, b_kv).chunk(2, dim=-1))
+    out = x.new_empty(x.shape)
+    for start in range(0, frames, PIECE_FRAMES):
+        q = heads(F.linear(x[:, start : start + PIECE_FRAMES], w_q, b_q))
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, q.shape[2], channels)
+        out[:, start : start + PIECE_FRAMES] = mha.out_proj(y)
+    return out
 
 
 class TransformerEncoder(nn.Module):
