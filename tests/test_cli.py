@@ -334,8 +334,9 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     _interrupt_the_status_loop(monkeypatch)
     flags = ["--backend", "compile"] if compile else []
     code, err = run(
-        capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 2, *flags
-    )
+        capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--latency", "exact", "--hops-per-block",
+        2, *flags,
+    )  # fmt: skip
     assert code == 0 and "stopped after 1.0 s, 0 xruns, 0 dropped blocks" in err and "warmed up in" in err
     assert fake.latency_asked == "high"  # the whole latency: lookahead, block and the devices' buffers
     assert "audio devices: 20 ms in + 30 ms out of buffering (--device-latency high); latency in all 758 ms" in err
@@ -368,12 +369,46 @@ def test_live_counts_the_xruns_of_a_computer_too_slow(ckpt, clips, capsys, monke
 
     monkeypatch.setattr(VoiceConversion, "push", slow_push)
     monkeypatch.setattr(VoiceConversion, "warm_up", lambda self, n: None)
-    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 2)
+    args = ["--reference", clips["rms"], "--checkpoint-dir", ckpt, "--latency", "exact", "--hops-per-block", 2]
+    code, err = run(capsys, "live", *args)
     assert code == 0, err
     xruns, dropped = (int(x) for x in re.search(r"(\d+) xruns, (\d+) dropped blocks", err).groups())
     assert xruns > 0 and dropped > 0, err
     played = np.concatenate(fake.played)
     assert 0 < np.count_nonzero(played) < played.size  # gaps of silence between the converted blocks
+
+
+def test_live_latency_auto_takes_the_lowest_preset_that_keeps_up(ckpt, clips, capsys, monkeypatch):
+    """The default, `--latency auto`, times each preset's blocks (a stub here: the choice, not the machine, is
+    tested) and converts with the lowest-latency preset whose block takes at most 80% of its audio."""
+    from rtcodec import realtime
+
+    block_ms = {("low", 8): 120.0, ("balanced", 8): 70.0, ("balanced", 1): 15.0, ("balanced", 2): 19.0}
+    asked = []
+
+    def block_seconds(encoder, decoder, reference, preset, hops, backend):
+        asked.append((preset, hops))
+        return block_ms[preset, hops] / 1000
+
+    monkeypatch.setattr(realtime, "block_seconds", block_seconds)
+    fake = FakeSoundDevice(sf.read(clips["slt"], dtype="float32")[0])
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    _interrupt_the_status_loop(monkeypatch)
+    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt)
+    assert code == 0, err
+    # low does not fit at 100 ms blocks (120 ms of compute), balanced does: then its fewest hops that fit
+    # (12.5 ms blocks take 15 ms, 25 ms blocks 19 ms, within 20).
+    assert asked == [("low", 8), ("balanced", 8), ("balanced", 1), ("balanced", 2)]
+    assert (
+        "--latency auto: balanced at 2 hops per block (25.0 ms): a block took 19 ms here (RTF 0.76); low did not keep "
+        "up with 80% headroom" in err
+    )
+    assert "latency in all 412 ms" in err  # balanced: 337.5 ms, a 25 ms block, 50 ms of devices
+    # Nothing keeps up: the cheapest at the largest block, and it says so.
+    block_ms.update({("low", 4): 100.0, ("balanced", 4): 100.0, ("exact", 4): 60.0})
+    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 4)
+    assert code == 0 and "--latency auto: exact at 4 hops per block (50.0 ms), the cheapest tried, and still" in err
+    assert "this machine does not convert in real time" in err
 
 
 def test_a_virtual_microphone_where_none_can_be_made_says_what_to_do(capsys, monkeypatch, clips):

@@ -443,7 +443,8 @@ def test_the_overload_rule_looks_at_the_recent_ticks_and_restarts(models):
 
 def test_the_block_size_is_the_fewest_hops_that_keep_up():
     """`choose` from measured tick times (a stub here): the first block whose full tick fits 80 % of it."""
-    from rtcodec.serve.sizing import HEADROOM, choose
+    from rtcodec.realtime import HEADROOM
+    from rtcodec.serve.sizing import choose
 
     tick_ms = {1: 20.0, 2: 30.0, 4: 35.0, 8: 50.0}  # one slot, blocks of 12.5, 25, 50, 100 ms
     asked = []

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from .. import audio
+from .. import audio, realtime
 from ..backends import BACKENDS, default_threads
 from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import LATENCY_PRESETS, VoiceConversion, check_reference
@@ -29,6 +29,7 @@ from .common import CommandError, add_model_options, load
 from .virtual_mic import DEFAULT_NAME, VirtualMic, VirtualMicError
 
 MAX_BACKLOG_BLOCKS = 8
+DEFAULT_HOPS_PER_BLOCK = 4  # a preset named without --hops-per-block: 50 ms blocks
 # What each preset costs: python -m bench.latency_presets, 4 hops per block, 2-core Intel Xeon (README).
 PRESET_HELP = {
     "exact": "683 ms of lookahead, the offline output exactly, the least compute",
@@ -45,9 +46,10 @@ def register(commands) -> None:
     c.add_argument("--output-device", help="output device number or name (default: the system's)")
     c.add_argument(
         "--latency",
-        choices=list(LATENCY_PRESETS),
-        default="exact",
-        help="; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()) + " (default: exact)",
+        choices=["auto", *LATENCY_PRESETS],
+        default="auto",
+        help="; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items())
+        + "; auto (the default): times this machine for a few seconds and takes the lowest of these that keeps up",
     )
     c.add_argument(
         "--lookahead",
@@ -55,7 +57,11 @@ def register(commands) -> None:
         metavar="SAMPLES",
         help="lookahead of the encoder and of the decoder stream in samples, instead of a --latency preset",
     )
-    c.add_argument("--hops-per-block", type=int, default=4, help="12.5 ms hops per audio block (default: 4)")
+    c.add_argument(
+        "--hops-per-block",
+        type=int,
+        help="12.5 ms hops per audio block (default: with --latency auto the fewest that keep up, else 4)",
+    )
     c.add_argument(
         "--device-latency",
         type=device_latency,
@@ -232,7 +238,7 @@ def _run_live(args: argparse.Namespace) -> None:
         return
     if not args.reference:
         raise CommandError("live needs --reference REF.wav (the target voice)")
-    if args.hops_per_block < 1:
+    if args.hops_per_block is not None and args.hops_per_block < 1:
         raise CommandError(f"--hops-per-block must be at least 1, got {args.hops_per_block}")
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"--threads must be at least 1, got {args.threads}")
@@ -241,10 +247,18 @@ def _run_live(args: argparse.Namespace) -> None:
     check_reference(reference, args.reference)
     check_devices(sd, args.input_device, args.output_device)
     models = load(args, "v1")
-    lookahead = LATENCY_PRESETS[args.latency] if args.lookahead is None else (args.lookahead, args.lookahead)
+    preset, hops = args.latency, args.hops_per_block
+    if args.lookahead is not None:
+        preset = f"lookahead {args.lookahead}"  # replaces the preset's (the status line's label)
+    elif preset == "auto":
+        print("--latency auto: timing the presets on this machine (a few seconds)...", file=sys.stderr, flush=True)
+        fit = realtime.choose_latency(models.encoder, models.decoder, reference, args.backend, hops)
+        print(realtime.describe_latency(fit), file=sys.stderr, flush=True)
+        preset, hops = fit.setting, fit.hops
+    lookahead = LATENCY_PRESETS[preset] if args.lookahead is None else (args.lookahead, args.lookahead)
     options = StreamOptions(lookahead=lookahead, backend=args.backend)
     pipeline = VoiceConversion(models.encoder, models.decoder, reference, options)
-    block = args.hops_per_block * HOP_LENGTH
+    block = (hops or DEFAULT_HOPS_PER_BLOCK) * HOP_LENGTH
     slow = {"compile": "compiling", "onnxruntime": "exporting"}
     note = f" and {slow[args.backend]} the hop step (up to a minute)" if args.backend in slow else ""
     print(f"warming up{note}...", file=sys.stderr, flush=True)
@@ -279,7 +293,7 @@ def _run_live(args: argparse.Namespace) -> None:
             while converter.error is None:
                 time.sleep(0.5)
                 line = converter.status_line(pipeline.latency_ms, device_ms)
-                print("\r" + line, end="", file=sys.stderr, flush=True)
+                print(f"\r{preset} | {line}", end="", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         pass
     except sd.PortAudioError as err:

@@ -1,11 +1,9 @@
 """The server's size, measured: how many callers this machine serves in real time, and in what blocks.
 
-A tick carries one block of every slot; it must be computed in less time than the block lasts, or the callers'
-audio falls behind and breaks up. Small blocks cost the most per second of audio (a tick's fixed overhead is paid
-more often), and every slot is computed each tick. So `rtcodec serve` without `--hops-per-tick` (or `--slots`)
-times a full tick (every slot taken, in every preset offered, since their batches share the machine): the most
-slots among `CANDIDATE_SLOTS` whose tick fits `HEADROOM` of real time at the largest block, then the fewest hops
-that still fit.
+A tick carries one block of every slot, and every slot is computed each tick. So `rtcodec serve` without
+`--hops-per-tick` (or `--slots`) times a full tick (every slot taken, in every preset offered, since their batches
+share the machine) in `realtime.first_fit`'s search: the most slots among `CANDIDATE_SLOTS` whose tick fits
+`HEADROOM` of real time at the largest block, then the fewest hops that still fit.
 """
 
 from __future__ import annotations
@@ -20,13 +18,11 @@ import torch
 from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..hub import Pretrained
 from ..pipelines import LATENCY_PRESETS, settling_hops
+from ..realtime import CANDIDATE_HOPS, TIMED_BLOCKS, first_fit
 from ..scheduler import CallerScheduler
 from ..streaming import StreamOptions
 
-CANDIDATE_HOPS = (1, 2, 4, 8)
 CANDIDATE_SLOTS = (4, 2, 1)
-HEADROOM = 0.8  # a full tick may take at most this share of the audio it carries
-TIMED_TICKS = 5  # timed after the streams have settled; the median is taken
 
 Measure = Callable[[int, int], float]  # (slots, hops) -> seconds of compute of a full tick
 
@@ -60,23 +56,11 @@ class Sizing:
         )
 
 
-def _fits(hops: int, seconds: float) -> bool:
-    return seconds <= HEADROOM * hops * HOP_LENGTH / SAMPLE_RATE
-
-
 def choose(measure: Measure, slots: Sequence[int] = CANDIDATE_SLOTS, hops: Sequence[int] = CANDIDATE_HOPS) -> Sizing:
     """The most `slots` whose full tick fits at the largest of `hops`, then the fewest `hops` that fit for them;
     the last slots and the largest hops where nothing fits."""
-    for count in slots:
-        largest = measure(count, hops[-1])
-        if not _fits(hops[-1], largest):
-            continue
-        for fewer in hops[:-1]:
-            seconds = measure(count, fewer)
-            if _fits(fewer, seconds):
-                return Sizing(count, fewer, seconds, True)
-        return Sizing(count, hops[-1], largest, True)
-    return Sizing(slots[-1], hops[-1], largest, False)
+    fit = first_fit(measure, slots, hops)
+    return Sizing(fit.setting, fit.hops, fit.seconds, fit.keeps_up)
 
 
 @torch.inference_mode()
@@ -93,13 +77,13 @@ def full_tick_seconds(
         settle_hops = settling_hops(scheduler.encoder_stream, scheduler.decoder_stream)
         silence = torch.zeros(scheduler.block, device=scheduler.device)
         times = []
-        for _ in range(-(-settle_hops // hops) + TIMED_TICKS):
+        for _ in range(-(-settle_hops // hops) + TIMED_BLOCKS):
             for caller in callers:
                 scheduler.put(caller, silence)
             start = time.perf_counter()
             scheduler.tick()
             times.append(time.perf_counter() - start)
-        total += statistics.median(times[-TIMED_TICKS:])
+        total += statistics.median(times[-TIMED_BLOCKS:])
     return total
 
 
