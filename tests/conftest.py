@@ -17,6 +17,11 @@ GOLDEN = SHARED / "facodec" / "golden"
 AUDIO = SHARED / "audio"
 OFFICIAL_KEYS = SHARED / "facodec" / "official_keys.json"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share two cores (the README's test command): a second torch thread per worker would wait on a
+    # busy core at every one of a hop's hundreds of small operations.
+    torch.set_num_threads(1)
+
 needs_golden = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden vectors not found at {GOLDEN}")
 needs_audio = pytest.mark.skipif(not AUDIO.is_dir(), reason=f"speech clips not found at {AUDIO}")
 

@@ -708,13 +708,9 @@ def test_an_unwritable_output_is_refused_before_the_models_load(clips, tmp_path,
     assert code == 1 and "cannot write /sys/" in err and "no-weights" not in err, err
 
 
-def test_export_onnx(ckpt, clips, tmp_path, capsys):
-    """`rtcodec export --onnx DIR --voice REF`: every graph, with progress; the runner converts with them as the
-    torch pipeline does. Bad targets are refused before any work."""
-    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
-    pytest.importorskip("onnxscript", reason="the onnx extra is not installed")
-    from rtcodec.onnx_stream import OnnxVoiceConversion
-
+def test_export_onnx_refuses_bad_targets_before_any_work(ckpt, tmp_path, capsys):
+    """A folder that holds something, or one whose parent is missing: one line, nothing touched (the export itself
+    is tested as the README runs it, in test_usage)."""
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "x").write_text("mine")
@@ -722,19 +718,3 @@ def test_export_onnx(ckpt, clips, tmp_path, capsys):
     assert code == 1 and "exists and is not an empty folder" in err and (taken / "x").read_text() == "mine"
     code, err = run(capsys, "export", "--onnx", tmp_path / "nowhere" / "x", "--checkpoint-dir", ckpt)
     assert code == 1 and "does not exist" in err
-    target = tmp_path / "graphs"
-    code, err = run(capsys, "export", "--onnx", target, "--voice", clips["rms"], "--checkpoint-dir", ckpt)
-    assert code == 0 and "[8/8]" in err, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["graphs", "taken"]  # no staging folder left behind
-    assert target.stat().st_mode & 0o777 == 0o777 & ~audio.umask()  # a plain mkdir's mode, not mkdtemp's 0700
-    models = from_pretrained("v1", checkpoint_dir=ckpt)
-    source = audio.read(clips["slt"])[..., :4000]
-    pipeline = VoiceConversion(models.encoder, models.decoder, audio.read(clips["rms"]))
-    want = torch.cat([pipeline.push(source), pipeline.flush()], dim=2)
-    runner = OnnxVoiceConversion(target)
-    got = np.concatenate([runner.push(source.numpy()), runner.flush()], axis=2)
-    assert (
-        want.shape[2] == 4000
-        and got.shape == tuple(want.shape)
-        and np.abs(got - want.numpy()).max() < 1e-4 * max(1.0, want.abs().max())
-    )

@@ -7,10 +7,10 @@ Skips, saying why, where PulseAudio, pactl or the PortAudio library is missing (
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -146,25 +146,30 @@ def test_live_into_a_virtual_microphone_converts_with_the_latency_it_reports(aud
         assert measured.max() <= report["latency_ms_reported"] + tolerance + backlog, (measured, report)
 
 
-def test_receive_plays_on_the_speakers_what_it_writes(audio_server, ckpt, tmp_path):
-    """`rtcodec receive --play --output`: the speakers (a virtual sink, recorded) play the audio it writes."""
-    env = {**audio_server, "PULSE_SINK": "rtc_speakers"}
-    clip = tmp_path / "speech.wav"
-    sf.write(clip, sf.read(AUDIO / "slt.wav", dtype="float32")[0][: 2 * RATE], RATE)
+def test_send_from_a_microphone_and_receive_to_the_speakers(audio_server, ckpt, tmp_path):
+    """`rtcodec send` from a (virtual) microphone and `rtcodec receive --play --output` to (virtual) speakers on one
+    audio server: the sender enrolls and streams what the microphone hears, the receiver writes as much as was
+    sent, and the speakers (recorded) play what it writes."""
+    env = {**audio_server, "PULSE_SOURCE": "rtc_in.monitor", "PULSE_SINK": "rtc_speakers"}
     raw = ["--format=float32le", "--channels=1", f"--rate={RATE}", "--raw"]
+    speech = sf.read(AUDIO / "slt.wav", dtype="float32")[0][: 7 * RATE]
+    speech.tofile(tmp_path / "speech.raw")
     with open(tmp_path / "heard.raw", "wb") as heard:
         recorder = subprocess.Popen(["parec", "-d", "rtc_speakers.monitor", *raw], env=env, stdout=heard)
-        port = "50631"
-        args = ["--port", port, "--checkpoint-dir", str(ckpt)]
+        args = ["--port", "50631", "--checkpoint-dir", str(ckpt)]
         receive = Command(["receive", *args, "--play", "--output", str(tmp_path / "out.wav"), "--timeout", "5"], env)
         receive.wait_for("listening on UDP")
-        sent = subprocess.run([sys.executable, "-m", "rtcodec", "send", str(clip), *args], env=env, capture_output=True)
-        assert sent.returncode == 0, sent.stderr
+        send = Command(["send", *args, "--seconds", "2"], env)
+        send.wait_for("enrolling")
+        mouth = subprocess.Popen(["pacat", "-d", "rtc_in", *raw, str(tmp_path / "speech.raw")], env=env)
+        assert send.process.wait(120) == 0, send.err
         assert receive.process.wait(120) == 0, receive.err
+        mouth.terminate()
         time.sleep(1.0)  # the devices' buffers
         recorder.terminate()
         recorder.wait(10)
+    sent = int(re.search(r"sent (\d+) frames", send.err)[1])
     written = sf.read(tmp_path / "out.wav", dtype="float32")[0]
-    assert written.size == 2 * RATE  # as long as what was sent
+    assert sent == 2 * RATE // HOP_LENGTH and written.size == 2 * RATE, (send.err, receive.err)  # as long as sent
     played = window_matches(np.fromfile(tmp_path / "heard.raw", np.float32), written)
     assert (played > 0.95).sum() >= 3, np.round(played, 3)
