@@ -85,8 +85,8 @@ def write_report(rows: list[tuple[str, float, float, float]]) -> None:
     lines = [
         f"# Long recordings: peak memory and time ({date})",
         "",
-        f"`python -m bench.long_recordings`: {cpu_name()} ({cpu_isa()}), {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, "
+        f"`python -m bench.long_recordings {' '.join(sys.argv[1:])}`: {cpu_name()} ({cpu_isa()}), "
+        f"{os.cpu_count()} cores, torch {torch.__version__}, "
         f"Python {platform.python_version()}; full-size models with random weights, speech repeated to length, "
         f"a {REFERENCE_SECONDS:g} s reference for convert. One run each.",
         "",
@@ -98,6 +98,10 @@ def write_report(rows: list[tuple[str, float, float, float]]) -> None:
         lines.append(f"| {command} | {length} | {seconds:.1f} s | {seconds / minutes:.1f} s | {gigabytes:.2f} GB |")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"long-recordings-cpu-{date}.md"
+    for run in range(2, 100):  # an earlier run of the day stays
+        if not path.exists():
+            break
+        path = RESULTS / f"long-recordings-cpu-{date}-{run}.md"
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}", file=sys.stderr)
 
