@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import torch
 
-from .export import state_names, tick_graph
 from .onnx_stream import require_onnxruntime, session
 from .stream_ops import Clock, StreamOp
+from .tick_graph import state_names, tick_graph
 
 BACKENDS = ("eager", "compile", "cuda-graph", "onnxruntime")
 
@@ -143,7 +143,7 @@ class CompiledTick:
 
 
 class OnnxTicks:
-    """Settled ticks through onnxruntime: a tick size is exported (`rtcodec.export.tick_graph`) and gets its own
+    """Settled ticks through onnxruntime: a tick size is exported (`rtcodec.tick_graph`) and gets its own
     session the second time it comes. The states stay torch tensors: they go in as numpy views and the new ones
     are copied back."""
 

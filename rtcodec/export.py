@@ -1,25 +1,11 @@
-"""ONNX export of the streams: a stage's tick as a graph whose states are inputs and outputs.
-
-A stream's tick updates its states in place (`stream_ops`); the exported tick is the same computation as a
-function, `(x, *states) -> (y, *new_states)`, the way streaming speech recognisers and voice-activity detectors
-ship. Two forms per stage and tick size:
-
-- settled: every row is past its start and open, so no window reaches an edge (most ticks of a live stream);
-- edges: also takes each row's position, `hops [B]` (hops since its start) and `ends [B]` (its length, or
-  `OPEN_END`), and applies the offline padding where a window crosses an edge (a signal's first ticks, the
-  drains of `flush` and of a lookahead).
-
-`rtcodec export --onnx DIR` writes these with the quantizer, the decoder's front (codes to normalized frames)
-and a manifest; `rtcodec.onnx_stream` streams with them using onnxruntime and numpy alone.
-"""
+"""ONNX export of the whole model for `rtcodec.onnx_stream`: each stream's tick (settled, and with edges; see
+`tick_graph`), the quantizer, the decoder's front (codes to normalized frames), the timbre projection and a
+manifest. `rtcodec export --onnx DIR` writes them; `rtcodec.onnx_stream` streams with them using onnxruntime and
+numpy alone."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -28,73 +14,11 @@ import torch
 from torch import nn
 
 from .config import SAMPLE_RATE
+from .layers.norm import timbre_norm
 from .onnx_stream import FORMAT, MANIFEST, SHARED_GRAPHS, StageManifest
-from .stream_ops import OPEN_END, Clock, StreamOp
-
-
-class Tick(nn.Module):
-    """One tick of a stream's operations as a function: `(x, *states[, hops, ends]) -> (y, *states)`."""
-
-    def __init__(self, op: StreamOp, edges: bool) -> None:
-        super().__init__()
-        self.op, self.edges, self.slots = op, edges, op.slots()
-
-    def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        count = len(self.slots)
-        states = [state.clone() for state in inputs[:count]]  # the tick updates these in place
-        clock = Clock(x.shape[0])
-        if self.edges:
-            clock.hops, clock.ends = inputs[count], inputs[count + 1]
-        else:
-            clock.settled = True
-        held = [getattr(op, name) for op, name in self.slots]
-        for (op, name), state in zip(self.slots, states):
-            setattr(op, name, state)
-        try:
-            y = self.op.step(x, clock)
-        finally:
-            for (op, name), state in zip(self.slots, held):
-                setattr(op, name, state)
-        return (y, *states)
-
-
-def state_names(count: int) -> list[str]:
-    return [f"state_{i}" for i in range(count)]
-
-
-def tick_graph(op: StreamOp, states: list[torch.Tensor], x: torch.Tensor, edges: bool) -> bytes:
-    """The ONNX model (serialized) of a tick of `op` on inputs shaped like `x` and `states`."""
-    names = state_names(len(states))
-    args = [x, *states]
-    if edges:
-        args += [torch.zeros(x.shape[0], dtype=torch.long), torch.full((x.shape[0],), OPEN_END)]
-    inputs = ["x", *names, *(["hops", "ends"] if edges else [])]
-    outputs = ["y", *(f"{name}_out" for name in names)]
-    return _export(Tick(op, edges), tuple(args), inputs, outputs)
-
-
-def _export(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str], dynamic=None) -> bytes:
-    # The exporter reports its steps on stdout and logs and warns about modules it does not use (torchvision's):
-    # none of it helps here.
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        log.setLevel(logging.ERROR)
-        try:
-            # onnxscript's optimizer took over 5 minutes a graph; onnxruntime optimizes at load instead.
-            program = torch.onnx.export(
-                module.eval(),
-                args,
-                dynamo=True,
-                optimize=False,
-                input_names=inputs,
-                output_names=outputs,
-                dynamic_shapes=dynamic,
-            )
-        finally:
-            log.setLevel(level)
-    return program.model_proto.SerializeToString()
+from .stream_ops import OPEN_END
+from .streaming import DecoderStream, EncoderStream
+from .tick_graph import tick_graph, to_onnx
 
 
 def _stage(stream, prefix: str, write: Callable[[str, bytes], None]) -> StageManifest:
@@ -132,8 +56,6 @@ class _Front(nn.Module):
         self.decoder, self.use_residual = decoder, use_residual
 
     def forward(self, codes, gamma, beta):
-        from .layers.norm import timbre_norm
-
         return timbre_norm(self.decoder._embed(codes, self.use_residual), gamma, beta)
 
 
@@ -171,8 +93,6 @@ def export_onnx(
     the decoder's front and the timbre projection, and `manifest.json`, into the folder `directory` (made if
     needed); `progress(name)` after each file. `speaker` (`[256]`), if given, is written too, as `speaker.npy`.
     Returns the manifest."""
-    from .streaming import DecoderStream, EncoderStream
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -185,18 +105,18 @@ def export_onnx(
     decoder_stream = DecoderStream(decoder, torch.zeros(batch_size, decoder.in_channels), batch_size=batch_size)
     frames = torch.zeros(batch_size, decoder.in_channels, 3)
     time = torch.export.Dim("frames", min=1)  # the quantizer and the front take any number of frames
-    write("quantize.onnx", _export(_Quantize(decoder), (frames,), ["frames"], ["codes"], {"frames": {2: time}}))
+    write("quantize.onnx", to_onnx(_Quantize(decoder), (frames,), ["frames"], ["codes"], {"frames": {2: time}}))
     codes = torch.zeros(decoder.config.num_codebooks, batch_size, 3, dtype=torch.long)
     # Two tensors: one tensor given twice would become one input of the graph.
     gamma, beta = torch.ones(batch_size, decoder.in_channels), torch.zeros(batch_size, decoder.in_channels)
     for use_residual, name in ((True, "front.onnx"), (False, "front_content.onnx")):
         dynamic = {"codes": {2: time}, "gamma": None, "beta": None}
-        graph = _export(
+        graph = to_onnx(
             _Front(decoder, use_residual), (codes, gamma, beta), ["codes", "gamma", "beta"], ["frames"], dynamic
         )
         write(name, graph)
     speakers = torch.zeros(batch_size, decoder.in_channels)
-    write("timbre.onnx", _export(_Timbre(decoder), (speakers,), ["speaker"], ["gamma", "beta"]))
+    write("timbre.onnx", to_onnx(_Timbre(decoder), (speakers,), ["speaker"], ["gamma", "beta"]))
     manifest = {
         "format": FORMAT,
         "sample_rate": SAMPLE_RATE,

@@ -190,7 +190,7 @@ def test_readme_torch_free_install_runs_the_onnx_block(readme_dir, tmp_path):
 
 
 def test_readme_export_writes_every_graph_and_the_runner_converts_as_torch(readme_dir):
-    """`rtcodec export --onnx graphs --voice examples/voice.wav` (run once in the session, conftest.readme_dir): every
+    """`rtcodec export --onnx graphs --voice examples/voice.wav` (run once for this module, readme_dir): every
     graph with progress, no staging folder left, a plain mkdir's mode; the runner converts as the torch pipeline."""
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     from rtcodec import audio
