@@ -168,16 +168,13 @@ def main() -> None:
         return _probe(*args.probe)
     import soundfile as sf
 
-    from tests.helpers import write_checkpoint_dir
-
     from .common import speech
+    from .long_recordings import write_checkpoints
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        # The tests' random weights, scaled per kind of key: with the benchmarks' plain N(0, 0.02) everywhere, the
-        # conversion does not depend on its input at all, and no delay can be read from it.
-        write_checkpoint_dir(tmp)
+        write_checkpoints(tmp)
         said = speech(3.0 + args.seconds)[0, 0].numpy()
         sf.write(tmp / "reference.wav", said[: 3 * RATE], RATE)
         with pulseaudio(tmp) as env:
@@ -235,7 +232,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
         "",
         f"`python -m bench.live_latency {' '.join(sys.argv[1:])}`: {cpu_name()} ({cpu_isa()}), "
         f"{os.cpu_count()} cores, torch {torch.__version__}, rtcodec {__version__}, Python "
-        f"{platform.python_version()}; full-size models with the tests' random weights; a private PulseAudio with "
+        f"{platform.python_version()}; full-size models with random weights; a private PulseAudio with "
         f"null sinks (16 kHz mono float), PortAudio through ALSA's pulse plugin; {args.seconds:g} s of speech per run. "
         "What live reports: its whole latency (lookahead + block + the devices' buffers PortAudio gives), the "
         "compute per block (RTF; over 1 does not keep up: gaps), xruns and dropped blocks; and the probe's own round "

@@ -251,7 +251,8 @@ def _run_live(args: argparse.Namespace) -> None:
     if args.lookahead is not None:
         preset = f"lookahead {args.lookahead}"  # replaces the preset's (the status line's label)
     elif preset == "auto":
-        print("--latency auto: timing the presets on this machine (a few seconds)...", file=sys.stderr, flush=True)
+        cost = " and compiling or exporting each (minutes)" if args.backend in ("compile", "onnxruntime") else ""
+        print(f"--latency auto: timing the presets on this machine{cost}...", file=sys.stderr, flush=True)
         fit = realtime.choose_latency(models.encoder, models.decoder, reference, args.backend, hops)
         print(realtime.describe_latency(fit), file=sys.stderr, flush=True)
         preset, hops = fit.setting, fit.hops
