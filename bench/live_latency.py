@@ -180,24 +180,19 @@ def main() -> None:
         with pulseaudio(tmp) as env:
             for preset in args.presets:
                 for hops in args.hops_per_block:
-                    options = [
-                        "--latency",
-                        preset,
-                        "--hops-per-block",
-                        str(hops),
-                        "--device-latency",
-                        args.device_latency,
-                    ]
-                    options += ["--threads", str(args.threads)] if args.threads else []
-                    row = measure(env, tmp, said[3 * RATE :], options)
+                    extra = ["--device-latency", args.device_latency]
+                    extra += ["--threads", str(args.threads)] if args.threads else []
+                    row = measure(env, tmp, said[3 * RATE :], preset, hops, extra)
                     rows.append(row)
                     print(preset, hops, summary(row), flush=True)
     write_report(rows, args)
 
 
-def measure(env: dict, folder: Path, speech: np.ndarray, options: list[str]) -> dict:
-    """One run of `live` with `options` while the probe plays `speech`: what live reported, the probe's round trip."""
+def measure(env: dict, folder: Path, speech: np.ndarray, preset: str, hops: int, extra: list[str]) -> dict:
+    """One run of `live --latency preset --hops-per-block hops` (and `extra`) while the probe plays `speech`: what
+    live reported, and the probe's own round trip."""
     own = probe_round_trip(env, folder)
+    options = ["--latency", preset, "--hops-per-block", str(hops), *extra]
     args = ["--reference", str(folder / "reference.wav"), "--checkpoint-dir", str(folder), *options]
     live = Command(["live", *args], {**env, "PULSE_SOURCE": "rtc_in.monitor", "PULSE_SINK": "rtc_speakers"})
     try:
@@ -207,7 +202,6 @@ def measure(env: dict, folder: Path, speech: np.ndarray, options: list[str]) -> 
         play_and_record(env, "rtc_in", "rtc_speakers.monitor", played, folder)
     finally:
         live.stop()
-    preset, hops = options[options.index("--latency") + 1], int(options[options.index("--hops-per-block") + 1])
     return {"preset": preset, "hops": hops, "options": options, "probe_ms": 1000 * own / RATE, **live_report(live.err)}
 
 
