@@ -77,10 +77,17 @@ def block_seconds(encoder, decoder, reference: torch.Tensor, preset: str, hops: 
     pipeline = VoiceConversion(encoder, decoder, reference, options)
     settle = -(-settling_hops(*pipeline.stages) // hops)
     silence = torch.zeros(1, 1, hops * HOP_LENGTH, device=reference.device, dtype=encoder.dtype)
+    return settled_seconds(lambda: pipeline.push(silence), settle)
+
+
+def settled_seconds(step: Callable[[], object], settle: int, prepare: Callable[[], None] = lambda: None) -> float:
+    """The median seconds of `step()` over `TIMED_BLOCKS` calls, after `settle` calls that bring the streams to
+    their steady state; `prepare()` runs untimed before each call."""
     times = []
     for _ in range(settle + TIMED_BLOCKS):
+        prepare()
         start = time.perf_counter()
-        pipeline.push(silence)
+        step()
         times.append(time.perf_counter() - start)
     return statistics.median(times[-TIMED_BLOCKS:])
 

@@ -8,17 +8,15 @@ share the machine) in `realtime.first_fit`'s search: the most slots among `CANDI
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple
+from functools import partial
 
 import torch
 
-from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..hub import Pretrained
 from ..pipelines import LATENCY_PRESETS, settling_hops
-from ..realtime import CANDIDATE_HOPS, TIMED_BLOCKS, first_fit
+from ..realtime import CANDIDATE_HOPS, Fit, first_fit, settled_seconds
 from ..scheduler import CallerScheduler
 from ..streaming import StreamOptions
 
@@ -27,25 +25,18 @@ CANDIDATE_SLOTS = (4, 2, 1)
 Measure = Callable[[int, int], float]  # (slots, hops) -> seconds of compute of a full tick
 
 
-@dataclass(frozen=True)
-class Sizing:
-    """The slots and block chosen, and what the full tick at that size took."""
+class Sizing(Fit[int]):
+    """The slots (the fit's setting) and block chosen, and what the full tick at that size took."""
 
-    slots: int
-    hops_per_tick: int
-    tick_seconds: float
-    keeps_up: bool
-
-    @property
-    def block_seconds(self) -> float:
-        return self.hops_per_tick * HOP_LENGTH / SAMPLE_RATE
+    slots = property(lambda self: self.setting)
+    hops_per_tick = property(lambda self: self.hops)
+    tick_seconds = property(lambda self: self.seconds)
 
     def describe(self) -> str:
         """The start-up line saying what was chosen and why."""
         block = f"{self.slots} slot{'s' if self.slots > 1 else ''} per preset, blocks of {self.hops_per_tick} hops"
-        share = self.tick_seconds / self.block_seconds
         measured = (
-            f"a full tick took {1000 * self.tick_seconds:.0f} ms here, {100 * share:.0f}% of the "
+            f"a full tick took {1000 * self.tick_seconds:.0f} ms here, {100 * self.rtf:.0f}% of the "
             f"{1000 * self.block_seconds:.1f} ms of audio it carries"
         )
         if self.keeps_up:
@@ -59,8 +50,7 @@ class Sizing:
 def choose(measure: Measure, slots: Sequence[int] = CANDIDATE_SLOTS, hops: Sequence[int] = CANDIDATE_HOPS) -> Sizing:
     """The most `slots` whose full tick fits at the largest of `hops`, then the fewest `hops` that fit for them;
     the last slots and the largest hops where nothing fits."""
-    fit = first_fit(measure, slots, hops)
-    return Sizing(fit.setting, fit.hops, fit.seconds, fit.keeps_up)
+    return Sizing(*astuple(first_fit(measure, slots, hops)))
 
 
 @torch.inference_mode()
@@ -76,15 +66,14 @@ def full_tick_seconds(
         # Until the decoder rows have started and both streams run settled ticks, as in a long call.
         settle_hops = settling_hops(scheduler.encoder_stream, scheduler.decoder_stream)
         silence = torch.zeros(scheduler.block, device=scheduler.device)
-        times = []
-        for _ in range(-(-settle_hops // hops) + TIMED_BLOCKS):
-            for caller in callers:
-                scheduler.put(caller, silence)
-            start = time.perf_counter()
-            scheduler.tick()
-            times.append(time.perf_counter() - start)
-        total += statistics.median(times[-TIMED_BLOCKS:])
+        fill = partial(_put_all, scheduler, callers, silence)
+        total += settled_seconds(scheduler.tick, -(-settle_hops // hops), prepare=fill)
     return total
+
+
+def _put_all(scheduler: CallerScheduler, callers: list, block: torch.Tensor) -> None:
+    for caller in callers:
+        scheduler.put(caller, block)
 
 
 def measure(
