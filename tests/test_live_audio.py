@@ -19,12 +19,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from bench.live_latency import (
-    Command,
-    live_report,
-    play_and_record,
-    pulseaudio,
-)
+from bench.live_latency import Command, lag, live_report, play_and_record, pulseaudio
 from rtcodec import HOP_LENGTH
 from rtcodec.hub import from_pretrained
 from rtcodec.pipelines import LATENCY_PRESETS, VoiceConversion
@@ -88,9 +83,7 @@ def expected_conversion(models, reference: np.ndarray, played: np.ndarray, optio
 
 def best_match(recording: np.ndarray, signal: np.ndarray) -> float:
     """The correlation of `signal` with the part of `recording` it matches best (cross-correlation by FFT)."""
-    n = 1 << int(np.ceil(np.log2(recording.size + signal.size)))
-    cross = np.fft.irfft(np.fft.rfft(recording, n) * np.conj(np.fft.rfft(signal, n)), n)[: recording.size - signal.size]
-    start = int(np.argmax(cross))
+    start = lag(recording, signal)
     return float(np.corrcoef(signal, recording[start : start + signal.size])[0, 1])
 
 
