@@ -55,7 +55,10 @@ def pulseaudio(folder: Path, sinks: tuple[str, ...] = ("rtc_in", "rtc_speakers",
         "PULSE_SERVER": f"unix:{socket}",
     }
     command = [
+        # No shared memory: PulseAudio 16 once died here on an assertion in its shared-memory pools' mutexes
+        # (after "Cannot send block reference with non-registered memfd ID"); over the socket it is only copying.
         "pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no", "--disallow-exit",
+        "--disable-shm=yes",
         f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
         *(f"--load=module-null-sink sink_name={sink} {SINK_FORMAT}" for sink in sinks),
     ]  # fmt: skip
