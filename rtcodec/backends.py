@@ -27,6 +27,8 @@ from .stream_ops import Clock, StreamOp
 from .tick_graph import state_names, tick_graph
 
 BACKENDS = ("eager", "compile", "cuda-graph", "onnxruntime")
+# A tick size is compiled or exported the second time it comes: warm-ups run this many settled ticks of a size.
+FIRST_SETTLED_TICKS = 2
 
 
 def default_threads() -> int:

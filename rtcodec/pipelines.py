@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from . import backends
 from .config import HOP_LENGTH, SAMPLE_RATE
 from .decoder import FACodecDecoder, FACodecDecoderV2
 from .encoder import FACodecEncoder
@@ -198,9 +199,9 @@ class VoiceConversion(_Pipeline):
         then `reset()`: compiling, exporting or capturing (`StreamOptions.backend`) happens here, not in the first
         seconds of a live signal."""
         encoder, decoder = self.stages
-        hops = settling_hops(encoder, decoder)
+        settle = -(-settling_hops(encoder, decoder) * encoder.hop_length // samples_per_push)
         silence = encoder.parameter.new_zeros(encoder.batch_size, 1, samples_per_push)
-        for _ in range(-(-hops * encoder.hop_length // samples_per_push)):
+        for _ in range(settle + backends.FIRST_SETTLED_TICKS):
             self.push(silence)
         self.reset()
 

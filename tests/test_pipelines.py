@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rtcodec import FACodecEncoder
+from rtcodec import FACodecEncoder, backends
 from rtcodec.pipelines import LATENCY_PRESETS, CodecReceiver, CodecSender, VoiceConversion, speaker_embedding
 
 from .conftest import golden_model, needs_golden, rel_err
@@ -49,12 +49,14 @@ def test_voice_conversion_output_is_as_long_as_its_input(vectors, lookahead):
 
 
 @needs_golden
-def test_warm_up_runs_settled_ticks_then_starts_afresh(vectors):
-    """`warm_up` runs both streams into settled ticks of the push size (where compiling or capturing happens)
-    and leaves the pipeline as new."""
+@pytest.mark.parametrize("push", [200, 400, 800])
+def test_warm_up_runs_settled_ticks_then_starts_afresh(vectors, push):
+    """`warm_up` runs both streams into settled ticks of the push size, as many as a backend needs before it
+    compiles or exports (so that happens in the warm-up, not in the first seconds of a live signal), and leaves
+    the pipeline as new."""
     encoder, decoder = golden_model("encoder"), golden_model("decoder")
     source, reference = vectors["wav_a"][..., :4000], vectors["wav_b"]
-    fresh = run_stream(VoiceConversion(encoder, decoder, reference), source, [400] * 10)
+    fresh = run_stream(VoiceConversion(encoder, decoder, reference), source, [push] * (4000 // push))
     pipeline = VoiceConversion(encoder, decoder, reference)
     settled_ticks = {stage: [] for stage in pipeline.stages}
 
@@ -68,9 +70,9 @@ def test_warm_up_runs_settled_ticks_then_starts_afresh(vectors):
 
     for stage in pipeline.stages:
         stage._step = spy(stage, stage._step)
-    pipeline.warm_up(400)
-    assert all(any(ticks) for ticks in settled_ticks.values())
-    assert torch.equal(run_stream(pipeline, source, [400] * 10), fresh)
+    pipeline.warm_up(push)
+    assert all(sum(ticks) >= backends.FIRST_SETTLED_TICKS for ticks in settled_ticks.values())
+    assert torch.equal(run_stream(pipeline, source, [push] * (4000 // push)), fresh)
 
 
 @needs_golden
