@@ -9,6 +9,7 @@ the fewest hops per block that still are; where nothing fits, the cheapest setti
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,25 @@ class Fit(Generic[T]):
         return self.seconds / self.block_seconds
 
 
+@dataclass(frozen=True)
+class LiveSetting:
+    """How `rtcodec live` converts: a latency preset, and whether the encoder runs on a thread of its own
+    (`VoiceConversion(pipelined=True)`: two cores share a block's work, and the audio comes a block later)."""
+
+    preset: str
+    pipelined: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.preset}, pipelined" if self.pipelined else self.preset
+
+
+def auto_settings(pipelined: bool | None, cores: int) -> list[LiveSetting]:
+    """What `--latency auto` tries, the lowest latency first: each preset, and pipelined after it (a block more
+    of latency, for the speed of two cores) where `pipelined` is None and there are two cores, or as asked."""
+    choices = [pipelined] if pipelined is not None else [False, True] if cores >= 2 else [False]
+    return [LiveSetting(preset, choice) for preset in AUTO_PRESETS for choice in choices]
+
+
 def _fits(hops: int, seconds: float) -> bool:
     return seconds <= HEADROOM * hops * HOP_LENGTH / SAMPLE_RATE
 
@@ -70,12 +90,14 @@ def first_fit(
 
 
 @torch.inference_mode()
-def block_seconds(encoder, decoder, reference: torch.Tensor, preset: str, hops: int, backend: str | None) -> float:
-    """Seconds of compute of one block of `hops` hops of voice conversion in `preset`, once the streams have
+def block_seconds(
+    encoder, decoder, reference: torch.Tensor, setting: LiveSetting, hops: int, backend: str | None
+) -> float:
+    """Seconds of compute of one block of `hops` hops of voice conversion in `setting`, once the streams have
     settled (the median of `TIMED_BLOCKS`)."""
-    options = StreamOptions(lookahead=LATENCY_PRESETS[preset], backend=backend)
-    pipeline = VoiceConversion(encoder, decoder, reference, options)
-    settle = -(-settling_hops(*pipeline.stages) // hops)
+    options = StreamOptions(lookahead=LATENCY_PRESETS[setting.preset], backend=backend)
+    pipeline = VoiceConversion(encoder, decoder, reference, options, pipelined=setting.pipelined)
+    settle = -(-settling_hops(*pipeline.stages) // hops) + setting.pipelined
     silence = torch.zeros(1, 1, hops * HOP_LENGTH, device=reference.device, dtype=encoder.dtype)
     return settled_seconds(lambda: pipeline.push(silence), settle)
 
@@ -93,23 +115,28 @@ def settled_seconds(step: Callable[[], object], settle: int, prepare: Callable[[
 
 
 def choose_latency(
-    encoder, decoder, reference: torch.Tensor, backend: str | None = None, hops: int | None = None
-) -> Fit[str]:
-    """`--latency auto`: the lowest-latency preset this machine converts in real time, and its fewest hops per
-    block (or the `hops` given)."""
+    encoder,
+    decoder,
+    reference: torch.Tensor,
+    backend: str | None = None,
+    hops: int | None = None,
+    pipelined: bool | None = None,
+) -> Fit[LiveSetting]:
+    """`--latency auto`: the lowest-latency setting this machine converts in real time (`auto_settings`), and
+    its fewest hops per block (or the `hops` given)."""
     return first_fit(
-        lambda preset, size: block_seconds(encoder, decoder, reference, preset, size, backend),
-        AUTO_PRESETS,
+        lambda setting, size: block_seconds(encoder, decoder, reference, setting, size, backend),
+        auto_settings(pipelined, os.cpu_count() or 1),
         CANDIDATE_HOPS if hops is None else (hops,),
     )
 
 
-def describe_latency(fit: Fit[str]) -> str:
-    """The line that says what `--latency auto` chose and why."""
+def describe_latency(fit: Fit[LiveSetting], tried: Sequence[LiveSetting]) -> str:
+    """The line that says what `--latency auto` chose among `tried`, and why."""
     block = f"{fit.setting} at {fit.hops} hops per block ({1000 * fit.block_seconds:.1f} ms)"
     measured = f"a block took {1000 * fit.seconds:.0f} ms here (RTF {fit.rtf:.2f})"
     if fit.keeps_up:
-        lower = AUTO_PRESETS[: AUTO_PRESETS.index(fit.setting)]
+        lower = [str(setting) for setting in tried[: tried.index(fit.setting)]]
         why = f"; {' and '.join(lower)} did not keep up with {HEADROOM:.0%} headroom" if lower else ""
         return f"--latency auto: {block}: {measured}{why}"
     return (

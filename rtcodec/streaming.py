@@ -279,7 +279,8 @@ class _Stream:
         if self.finished:
             raise RuntimeError("this stream was flushed: call reset() to start a new signal")
 
-    def _check(self, x: torch.Tensor, what: str) -> torch.Tensor:
+    def check(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """`x` as `push` takes it (on the stream's device), or a ValueError naming what is wrong."""
         expected = (self.batch_size, self.in_channels)
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or tuple(x.shape[:2]) != expected:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -302,7 +303,7 @@ class EncoderStream(_Stream):
         )
 
     def push(self, wav: torch.Tensor) -> torch.Tensor:
-        return self._push(self._check(wav, "audio"))
+        return self._push(self.check(wav, "audio"))
 
     def _exact_wait(self) -> int:
         # Frame j comes out with hop j - out_offset.
@@ -347,7 +348,7 @@ class DecoderStream(_Stream):
             self.gamma[rows], self.beta[rows] = gamma, beta
 
     def push(self, emb: torch.Tensor) -> torch.Tensor:
-        emb = self._check(emb, "latent frames")
+        emb = self.check(emb, "latent frames")
         with torch.inference_mode():
             emb = timbre_norm(emb, self.gamma, self.beta)
         return self._push(emb)

@@ -322,8 +322,8 @@ def _interrupt_the_status_loop(monkeypatch) -> None:
     monkeypatch.setattr("rtcodec.cli.live.time.sleep", interrupt)
 
 
-@pytest.mark.parametrize("compile", [False, True])
-def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatch, compile):
+@pytest.mark.parametrize("flags", [[], ["--backend", "compile"], ["--pipelined"]])
+def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatch, flags):
     source = sf.read(clips["slt"], dtype="float32")[0]
     fake = FakeSoundDevice(source)
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
@@ -332,20 +332,24 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     threads = []  # live leaves a core free by default (here recorded, not set: the other tests keep theirs)
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     _interrupt_the_status_loop(monkeypatch)
-    flags = ["--backend", "compile"] if compile else []
+    compile, pipelined = "compile" in flags, "--pipelined" in flags
     code, err = run(
         capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--latency", "exact", "--hops-per-block",
         2, *flags,
     )  # fmt: skip
     assert code == 0 and "stopped after 1.0 s, 0 xruns, 0 dropped blocks" in err and "warmed up in" in err
     assert fake.latency_asked == "high"  # the whole latency: lookahead, block and the devices' buffers
-    assert "audio devices: 20 ms in + 30 ms out of buffering (--device-latency high); latency in all 758 ms" in err
+    # 683 ms of lookahead, a 25 ms block (two where pipelined: the encoder works a block ahead), 50 ms of devices
+    latency = 783 if pipelined else 758
+    assert (
+        f"audio devices: 20 ms in + 30 ms out of buffering (--device-latency high); latency in all {latency} ms" in err
+    )
     assert len(compiled) == (2 if compile else 0) and ("compiling the hop step" in err) == compile
-    assert threads == [max(1, (os.cpu_count() or 2) - 1)]
+    assert threads[0] == max(1, (os.cpu_count() or 2) - 1) and len(threads) == 1 + pipelined  # and the encoder's
     played = np.concatenate(fake.played)
     # The same blocks through the library's pipeline: what came out is that, after silence, block-aligned.
     models = from_pretrained("v1", checkpoint_dir=ckpt)
-    pipeline = VoiceConversion(models.encoder, models.decoder, audio.read(clips["rms"]))
+    pipeline = VoiceConversion(models.encoder, models.decoder, audio.read(clips["rms"]), pipelined=pipelined)
     wav = torch.from_numpy(source).view(1, 1, -1)
     expected = torch.cat([pipeline.push(wav[..., i : i + 400]) for i in range(0, 16000, 400)], 2)[0, 0].numpy()
     start = np.flatnonzero(played)[0] // 400 * 400
@@ -384,13 +388,16 @@ def test_live_latency_auto_takes_the_lowest_preset_that_keeps_up(ckpt, clips, ca
     from rtcodec import realtime
 
     block_ms = {("low", 8): 120.0, ("balanced", 8): 70.0, ("balanced", 1): 15.0, ("balanced", 2): 19.0}
+    block_ms |= {("low, pipelined", 8): 70.0, ("low, pipelined", 1): 40.0, ("low, pipelined", 2): 30.0}
+    block_ms |= {("low, pipelined", 4): 38.0}
     asked = []
 
-    def block_seconds(encoder, decoder, reference, preset, hops, backend):
-        asked.append((preset, hops))
-        return block_ms[preset, hops] / 1000
+    def block_seconds(encoder, decoder, reference, setting, hops, backend):
+        asked.append((str(setting), hops))
+        return block_ms[str(setting), hops] / 1000
 
     monkeypatch.setattr(realtime, "block_seconds", block_seconds)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one core: nothing to pipeline on
     fake = FakeSoundDevice(sf.read(clips["slt"], dtype="float32")[0])
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
     _interrupt_the_status_loop(monkeypatch)
@@ -404,9 +411,21 @@ def test_live_latency_auto_takes_the_lowest_preset_that_keeps_up(ckpt, clips, ca
         "up with 80% headroom" in err
     )
     assert "latency in all 412 ms" in err  # balanced: 337.5 ms, a 25 ms block, 50 ms of devices
+    # Two cores: low pipelined comes before balanced; it fits at 8 hops, and at 4 (38 ms of 50), not fewer.
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    asked.clear()
+    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt)
+    assert code == 0, err
+    assert asked == [("low", 8), ("low, pipelined", 8), *(("low, pipelined", n) for n in (1, 2, 4))]
+    assert (
+        "--latency auto: low, pipelined at 4 hops per block (50.0 ms): a block took 38 ms here (RTF 0.76); low did "
+        "not keep up" in err
+    )
+    assert "latency in all 262 ms" in err  # low: 112.5 ms, two 50 ms blocks (this one and the one before), devices
     # Nothing keeps up: the cheapest at the largest block, and it says so.
     block_ms.update({("low", 4): 100.0, ("balanced", 4): 100.0, ("exact", 4): 60.0})
-    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--hops-per-block", 4)
+    args = ["--hops-per-block", 4, "--no-pipelined"]
+    code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, *args)
     assert code == 0 and "--latency auto: exact at 4 hops per block (50.0 ms), the cheapest tried, and still" in err
     assert "this machine does not convert in real time" in err
 

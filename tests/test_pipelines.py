@@ -76,6 +76,41 @@ def test_warm_up_runs_settled_ticks_then_starts_afresh(vectors, push):
 
 
 @needs_golden
+@pytest.mark.parametrize("lookahead", [(None, None), LATENCY_PRESETS["low"]])
+def test_pipelined_conversion_gives_each_push_one_push_later(vectors, lookahead):
+    """With the encoder on its own thread, push i returns what push i - 1 returns unpipelined, flush the rest:
+    the same audio, sample for sample, for any chunking, across a reset in the middle of a signal."""
+    encoder, decoder = golden_model("encoder"), golden_model("decoder")
+    source, reference = vectors["wav_a"][..., :6000], vectors["wav_b"]
+    serial = VoiceConversion(encoder, decoder, reference, lookahead=lookahead)
+    pipelined = VoiceConversion(encoder, decoder, reference, lookahead=lookahead, pipelined=True)
+    pipelined.push(source[..., :1000])
+    pipelined.reset()  # mid-signal: nothing of it may come out after
+    sizes = random_chunks(6000, torch.Generator().manual_seed(8), 900)
+    outs, start = [], 0
+    for size in sizes:
+        chunk = source[..., start : start + size]
+        start += size
+        outs.append((serial.push(chunk), pipelined.push(chunk)))
+    assert outs[0][1].shape == (1, 1, 0)
+    for (before, _), (_, after) in zip(outs, outs[1:]):
+        assert torch.equal(before, after)
+    assert torch.equal(torch.cat([outs[-1][0], serial.flush()], 2), pipelined.flush())
+
+
+@needs_golden
+def test_pipelined_conversion_refuses_a_bad_push_at_once(vectors):
+    encoder, decoder = golden_model("encoder"), golden_model("decoder")
+    pipeline = VoiceConversion(encoder, decoder, vectors["wav_b"], pipelined=True)
+    pipeline.push(vectors["wav_a"][..., :400])
+    with pytest.raises(ValueError, match=r"push takes audio shaped \[1, 1, n\]"):
+        pipeline.push(vectors["wav_a"][0])
+    with pytest.raises(ValueError, match="NaN"):
+        pipeline.push(torch.full((1, 1, 400), float("nan")))
+    assert pipeline.push(vectors["wav_a"][..., 400:800]).shape[:2] == (1, 1)  # the stream goes on
+
+
+@needs_golden
 def test_codec_sender_gives_the_offline_codes(vectors):
     encoder, decoder = golden_model("encoder"), golden_model("decoder")
     wav = vectors["wav_b"][..., :7777]

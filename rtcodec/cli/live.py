@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import queue
 import signal
 import sys
@@ -79,9 +80,17 @@ def register(commands) -> None:
         "programs can pick, instead of the speakers; PulseAudio or PipeWire, removed on exit",
     )
     c.add_argument(
+        "--pipelined",
+        action=argparse.BooleanOptionalAction,
+        help="encode each block on a thread of its own while the block before is decoded: two cores do a block's "
+        "work, which comes out a block later (default: with --latency auto, where a preset keeps up only so; "
+        "else off)",
+    )
+    c.add_argument(
         "--threads",
         type=int,
-        help="CPU threads for the conversion (default: one fewer than the machine's cores). All of them help only "
+        help="CPU threads for the conversion, for each stage when pipelined (default: one fewer than the machine's "
+        "cores). All of them help only "
         "on an idle machine: beside other work, each of a hop's hundreds of small operations waits for a "
         "descheduled thread (2 cores and one busy process: 575 ms a hop on 2 threads, 21 ms on 1)",
     )
@@ -170,16 +179,22 @@ class LiveConverter:
                 self.inbox.task_done()
         self.inbox.task_done()
 
+    @property
+    def blocks_held(self) -> int:
+        """Blocks between a block's arrival and its output: its own, and the one before where pipelined."""
+        return 1 + self.pipeline.pipelined
+
     def latency_ms(self, algorithmic_ms: float, device_ms: float) -> float:
-        """The whole latency: the pipeline's lookahead, a block, and the devices' buffers."""
-        return algorithmic_ms + 1000 * self.block / SAMPLE_RATE + device_ms
+        """The whole latency: the pipeline's lookahead, the blocks held, and the devices' buffers."""
+        return algorithmic_ms + 1000 * self.blocks_held * self.block / SAMPLE_RATE + device_ms
 
     def status_line(self, algorithmic_ms: float, device_ms: float = 0.0) -> str:
         block_ms = 1000 * self.block / SAMPLE_RATE
         compute_ms = 1000 * self.compute_s / max(self.converted, 1)
         latency = self.latency_ms(algorithmic_ms, device_ms)
+        blocks = f"{self.blocks_held} x {block_ms:.1f} blocks" if self.blocks_held > 1 else f"{block_ms:.1f} block"
         return (
-            f"latency {latency:.0f} ms ({algorithmic_ms:.0f} lookahead + {block_ms:.1f} block + {device_ms:.0f} "
+            f"latency {latency:.0f} ms ({algorithmic_ms:.0f} lookahead + {blocks} + {device_ms:.0f} "
             f"devices) | compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | "
             f"xruns {self.xruns} | dropped {self.dropped} | device errors {self.device_errors}"
         )
@@ -247,18 +262,19 @@ def _run_live(args: argparse.Namespace) -> None:
     check_reference(reference, args.reference)
     check_devices(sd, args.input_device, args.output_device)
     models = load(args, "v1")
-    preset, hops = args.latency, args.hops_per_block
-    if args.lookahead is not None:
-        preset = f"lookahead {args.lookahead}"  # replaces the preset's (the status line's label)
-    elif preset == "auto":
+    setting, hops = realtime.LiveSetting(args.latency, bool(args.pipelined)), args.hops_per_block
+    if args.lookahead is not None:  # the status line's label names it in place of the preset
+        setting = realtime.LiveSetting(f"lookahead {args.lookahead}", setting.pipelined)
+    elif args.latency == "auto":
         cost = " and compiling or exporting each (minutes)" if args.backend in ("compile", "onnxruntime") else ""
         print(f"--latency auto: timing the presets on this machine{cost}...", file=sys.stderr, flush=True)
-        fit = realtime.choose_latency(models.encoder, models.decoder, reference, args.backend, hops)
-        print(realtime.describe_latency(fit), file=sys.stderr, flush=True)
-        preset, hops = fit.setting, fit.hops
-    lookahead = LATENCY_PRESETS[preset] if args.lookahead is None else (args.lookahead, args.lookahead)
+        fit = realtime.choose_latency(models.encoder, models.decoder, reference, args.backend, hops, args.pipelined)
+        tried = realtime.auto_settings(args.pipelined, os.cpu_count() or 1)
+        print(realtime.describe_latency(fit, tried), file=sys.stderr, flush=True)
+        setting, hops = fit.setting, fit.hops
+    lookahead = LATENCY_PRESETS[setting.preset] if args.lookahead is None else (args.lookahead, args.lookahead)
     options = StreamOptions(lookahead=lookahead, backend=args.backend)
-    pipeline = VoiceConversion(models.encoder, models.decoder, reference, options)
+    pipeline = VoiceConversion(models.encoder, models.decoder, reference, options, pipelined=setting.pipelined)
     block = (hops or DEFAULT_HOPS_PER_BLOCK) * HOP_LENGTH
     slow = {"compile": "compiling", "onnxruntime": "exporting"}
     note = f" and {slow[args.backend]} the hop step (up to a minute)" if args.backend in slow else ""
@@ -294,7 +310,7 @@ def _run_live(args: argparse.Namespace) -> None:
             while converter.error is None:
                 time.sleep(0.5)
                 line = converter.status_line(pipeline.latency_ms, device_ms)
-                print(f"\r{preset} | {line}", end="", file=sys.stderr, flush=True)
+                print(f"\r{setting} | {line}", end="", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         pass
     except sd.PortAudioError as err:
