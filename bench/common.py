@@ -51,12 +51,15 @@ def round_trip(encoder, decoder, wav: torch.Tensor, fast: bool) -> torch.Tensor:
             return decoder.inference(emb, spk)
 
 
-def voice_conversion(encoder, decoder, wav: torch.Tensor, hops_per_push: int, backend=None, lookahead=None):
+def voice_conversion(
+    encoder, decoder, wav: torch.Tensor, hops_per_push: int, backend=None, lookahead=None, pipelined=False
+):
     """The streaming voice conversion of `wav` (its first 3 s the reference), warmed up for pushes of
     `hops_per_push` hops (that is where a backend compiles or exports the hop step); `lookahead` (encoder,
     decoder)."""
     lookahead = lookahead or (None, None)
-    pipeline = VoiceConversion(encoder, decoder, wav[..., : 3 * SAMPLE_RATE], lookahead=lookahead, backend=backend)
+    reference = wav[..., : 3 * SAMPLE_RATE]
+    pipeline = VoiceConversion(encoder, decoder, reference, lookahead=lookahead, backend=backend, pipelined=pipelined)
     pipeline.warm_up(hops_per_push * encoder.hop_length)
     return pipeline
 

@@ -103,14 +103,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 class AudioWriter:
     """Audio written to `path` as it comes (`write(wav)`), for a signal of unknown length. `close()` (or
     leaving the `with` block, for whatever reason: an error, Ctrl-C) puts what was written in place, so a
-    stopped receiver keeps what it had; nothing written, no file."""
+    stopped receiver keeps what it had; nothing written, no file. `exact`: 32-bit float samples where the
+    format holds them (WAV), so that the file gives back exactly what was written."""
 
-    def __init__(self, path: str | Path, rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, path: str | Path, rate: int = SAMPLE_RATE, exact: bool = False) -> None:
         self.path, self.samples = Path(path), 0
         fmt = _format(path)
+        subtype = "FLOAT" if exact and sf.check_format(fmt, "FLOAT") else _subtype(fmt)
         self.tmp = _temporary(self.path)
         try:
-            self.file = sf.SoundFile(self.tmp, "w", rate, 1, _subtype(fmt), format=fmt)
+            self.file = sf.SoundFile(self.tmp, "w", rate, 1, subtype, format=fmt)
         except BaseException as err:
             self.tmp.unlink(missing_ok=True)
             _raise_write_error(self.path, err)

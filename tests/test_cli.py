@@ -322,8 +322,8 @@ def _interrupt_the_status_loop(monkeypatch) -> None:
     monkeypatch.setattr("rtcodec.cli.live.time.sleep", interrupt)
 
 
-@pytest.mark.parametrize("flags", [[], ["--backend", "compile"], ["--pipelined"]])
-def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatch, flags):
+@pytest.mark.parametrize("flags", [["--save-input"], ["--backend", "compile"], ["--pipelined"]])
+def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatch, tmp_path, flags):
     source = sf.read(clips["slt"], dtype="float32")[0]
     fake = FakeSoundDevice(source)
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
@@ -333,6 +333,8 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     _interrupt_the_status_loop(monkeypatch)
     compile, pipelined = "compile" in flags, "--pipelined" in flags
+    saved = tmp_path / "microphone.wav"
+    flags = [*flags, saved] if "--save-input" in flags else flags
     code, err = run(
         capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--latency", "exact", "--hops-per-block",
         2, *flags,
@@ -354,6 +356,11 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     expected = torch.cat([pipeline.push(wav[..., i : i + 400]) for i in range(0, 16000, 400)], 2)[0, 0].numpy()
     start = np.flatnonzero(played)[0] // 400 * 400
     assert start > 0 and np.abs(played[start:] - expected[: len(played) - start]).max() < 1e-5
+    if saved in flags:  # every block the microphone gave, as it gave it
+        assert np.array_equal(sf.read(saved, dtype="float32")[0], source[:16000])
+        assert f"wrote {saved}: 1.0 s of the microphone" in err
+    else:
+        assert not saved.exists()
     assert run(capsys, "live", "--list-devices")[0] == 0
     code, err = run(capsys, "live", "--checkpoint-dir", ckpt)
     assert code == 1 and "--reference" in err
@@ -554,11 +561,13 @@ def test_bad_network_options_are_refused_before_loading(capsys, args, message):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_an_output_that_is_an_input_is_refused(ckpt, clips, tmp_path, capsys):
+def test_an_output_that_is_an_input_is_refused(ckpt, clips, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(np.zeros(0), devices=()))
     source = tmp_path / "in.wav"
     source.write_bytes(clips["rms"].read_bytes())
     before = source.read_bytes()
-    for args in (["reconstruct", source, source], ["convert", clips["slt"], source, source]):
+    live = ["live", "--reference", source, "--save-input", source]  # refused before the devices are asked
+    for args in (["reconstruct", source, source], ["convert", clips["slt"], source, source], live):
         code, err = run(capsys, *args, "--checkpoint-dir", ckpt)
         assert code == 1 and "is also an input" in err and err.count("\n") == 1
     assert source.read_bytes() == before

@@ -26,7 +26,7 @@ from ..backends import BACKENDS, default_threads
 from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import LATENCY_PRESETS, VoiceConversion, check_reference
 from ..streaming import StreamOptions
-from .common import CommandError, add_model_options, load
+from .common import CommandError, add_model_options, check_output, load
 from .virtual_mic import DEFAULT_NAME, VirtualMic, VirtualMicError
 
 MAX_BACKLOG_BLOCKS = 8
@@ -87,6 +87,12 @@ def register(commands) -> None:
         "else off)",
     )
     c.add_argument(
+        "--save-input",
+        metavar="PATH",
+        help="write what the microphone gave, block by block as converted, to PATH (32-bit float in a .wav): the "
+        "library's conversion of it is what live played, to replay a session or measure its delay",
+    )
+    c.add_argument(
         "--threads",
         type=int,
         help="CPU threads for the conversion, for each stage when pipelined (default: one fewer than the machine's "
@@ -121,8 +127,8 @@ def device_latency(value: str) -> str | float:
 class LiveConverter:
     """Converts microphone blocks on a worker thread; `callback` (sounddevice's) only moves audio."""
 
-    def __init__(self, pipeline: VoiceConversion, block: int) -> None:
-        self.pipeline, self.block = pipeline, block
+    def __init__(self, pipeline: VoiceConversion, block: int, saved: audio.AudioWriter | None = None) -> None:
+        self.pipeline, self.block, self.saved = pipeline, block, saved
         self.inbox: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=MAX_BACKLOG_BLOCKS)
         self.fifo = np.zeros(0, dtype=np.float32)  # converted audio not played yet
         self.lock = threading.Lock()
@@ -167,6 +173,8 @@ class LiveConverter:
                 self.inbox.task_done()
                 continue
             try:
+                if self.saved is not None:
+                    self.saved.write(torch.from_numpy(block))
                 start = time.perf_counter()
                 converted = self.pipeline.push(torch.from_numpy(block).view(1, 1, -1)).reshape(-1).cpu().numpy()
                 self.compute_s += time.perf_counter() - start
@@ -251,12 +259,7 @@ def _run_live(args: argparse.Namespace) -> None:
         devices = sd.query_devices()
         print(devices if len(devices) else "no audio devices found")
         return
-    if not args.reference:
-        raise CommandError("live needs --reference REF.wav (the target voice)")
-    if args.hops_per_block is not None and args.hops_per_block < 1:
-        raise CommandError(f"--hops-per-block must be at least 1, got {args.hops_per_block}")
-    if args.threads is not None and args.threads < 1:
-        raise CommandError(f"--threads must be at least 1, got {args.threads}")
+    _check_options(args)
     torch.set_num_threads(args.threads or default_threads())
     reference = audio.read(args.reference)
     check_reference(reference, args.reference)
@@ -282,7 +285,29 @@ def _run_live(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     pipeline.warm_up(block)  # compiles or captures before the audio starts, not while it plays
     print(f"warmed up in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    converter = LiveConverter(pipeline, block)
+    saved = audio.AudioWriter(args.save_input, exact=True) if args.save_input else None
+    try:
+        _converse(sd, args, LiveConverter(pipeline, block, saved), f"{setting}")
+    finally:
+        if saved is not None:
+            saved.close()  # what was converted so far, whatever stopped it
+            print(f"wrote {args.save_input}: {saved.samples / SAMPLE_RATE:.1f} s of the microphone", file=sys.stderr)
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if not args.reference:
+        raise CommandError("live needs --reference REF.wav (the target voice)")
+    if args.hops_per_block is not None and args.hops_per_block < 1:
+        raise CommandError(f"--hops-per-block must be at least 1, got {args.hops_per_block}")
+    if args.threads is not None and args.threads < 1:
+        raise CommandError(f"--threads must be at least 1, got {args.threads}")
+    if args.save_input:
+        check_output(args.save_input, args.reference)
+
+
+def _converse(sd, args: argparse.Namespace, converter: LiveConverter, label: str) -> None:
+    """Runs the devices and the converter until Ctrl-C (or an error), showing the status line labelled `label`."""
+    pipeline, block = converter.pipeline, converter.block
     print(f"converting to the voice of {args.reference}; Ctrl-C stops", file=sys.stderr)
     try:
         stream = sd.Stream(
@@ -310,7 +335,7 @@ def _run_live(args: argparse.Namespace) -> None:
             while converter.error is None:
                 time.sleep(0.5)
                 line = converter.status_line(pipeline.latency_ms, device_ms)
-                print(f"\r{setting} | {line}", end="", file=sys.stderr, flush=True)
+                print(f"\r{label} | {line}", end="", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         pass
     except sd.PortAudioError as err:
