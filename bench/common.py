@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from pathlib import Path
 
@@ -9,11 +10,74 @@ import numpy as np
 import torch
 
 from rtcodec import HOP_LENGTH, OFFICIAL, SAMPLE_RATE, FACodecDecoder, FACodecEncoder
+from rtcodec.layers.activation import kaiser_sinc_filter
+from rtcodec.layers.mel import slaney_mel_filterbank
 from rtcodec.pipelines import VoiceConversion
 from rtcodec.streaming import decode_offline, encode_offline, plain_computation
 
 AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+RESULTS = Path(__file__).resolve().parent / "results"
 HOP_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 12.5 ms: the real-time budget of a one-hop push
+
+
+def results_stem(name: str) -> Path:
+    """`bench/results/NAME-DATE`, or `NAME-DATE-2` and on where an earlier run of the day wrote that (its files
+    stay): add the suffixes."""
+    RESULTS.mkdir(exist_ok=True)
+    stem = f"{name}-{datetime.date.today().isoformat()}"
+    for run in range(2, 1000):
+        if not any(RESULTS.glob(f"{stem}.*")):
+            break
+        stem = f"{name}-{datetime.date.today().isoformat()}-{run}"
+    return RESULTS / stem
+
+
+def plausible_value(key: str, shape: list[int], gen: torch.Generator) -> torch.Tensor:
+    """Random values of a plausible scale for the state-dict key `key`: a full-size model gives finite audio
+    that depends on its input (with every weight N(0, 0.02), as in `models`, the output hardly does)."""
+    if key.endswith("filter"):
+        return kaiser_sinc_filter()
+    if key.endswith("mel_basis"):
+        return slaney_mel_filterbank(16000, 1024, 80, 0.0, 8000.0)
+    if key.endswith("hann_window"):
+        return torch.hann_window(shape[0])
+    if key.endswith(".pe"):
+        return torch.zeros(shape)  # never read beyond row 0, which the model builds itself
+    if key.endswith("weight_g"):
+        return 0.5 + torch.rand(shape, generator=gen)  # the norm of each output row of the folded weight
+    if key.endswith(("act.alpha", "act.beta")):
+        return 0.1 * torch.randn(shape, generator=gen)
+    if "_codebook" in key or "_embs" in key:
+        return torch.randn(shape, generator=gen)
+    if ("ln" in key.split(".")[-2]) and key.endswith("weight"):
+        return 1.0 + 0.1 * torch.randn(shape, generator=gen)
+    return 0.02 * torch.randn(shape, generator=gen)
+
+
+def plausible_state_dict(model: torch.nn.Module, seed: int = 0) -> dict:
+    """`model`'s state dict with `plausible_value`s."""
+    gen = torch.Generator().manual_seed(seed)
+    return {key: plausible_value(key, list(value.shape), gen) for key, value in model.state_dict().items()}
+
+
+@torch.no_grad()
+def speech_codebooks(encoder: FACodecEncoder, decoder: FACodecDecoder, wav: torch.Tensor, seed: int = 0) -> None:
+    """Draws, in place, each quantizer's first codebook from the encoder's frames of `wav` (projected as that
+    quantizer projects them, a little noise added): then, as with trained weights, the codes follow the input, and
+    so does the conversion. With random codebooks nearly every frame takes the same code, and the conversion is the
+    same sound whatever is said."""
+    gen = torch.Generator().manual_seed(seed)
+    frames = encoder(wav)[0].T  # [T, 256]
+    for group in decoder.quantizer:
+        layer = group.layers[0]
+        projected = layer.in_proj(frames)
+        # Centred, the projections point every way (the frames share a large constant part): so do the codewords.
+        layer.in_proj.bias -= projected.mean(0)
+        projected -= projected.mean(0)
+        pick = torch.randint(0, projected.shape[0], (layer.codebook_size,), generator=gen)
+        noise = 0.01 * projected.std() * torch.randn(layer.codebook.shape, generator=gen)
+        # Unit codewords: as small as the centred projections, they would vanish in the biases they are added to.
+        layer.codebook.copy_(torch.nn.functional.normalize(projected[pick] + noise, dim=1))
 
 
 def models() -> tuple[FACodecEncoder, FACodecDecoder]:

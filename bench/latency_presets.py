@@ -23,8 +23,17 @@ import torch
 from rtcodec.pipelines import LATENCY_PRESETS
 from rtcodec.realtime import HEADROOM
 
-from .common import HOP_SECONDS, latency, models, realtime_factor, speech, stream_push_times, voice_conversion
-from .report import RESULTS, cpu_isa, cpu_name
+from .common import (
+    HOP_SECONDS,
+    latency,
+    models,
+    realtime_factor,
+    results_stem,
+    speech,
+    stream_push_times,
+    voice_conversion,
+)
+from .report import cpu_isa, cpu_name
 
 HOPS = (1, 2, 4, 8)
 
@@ -120,7 +129,7 @@ def main() -> None:
         row = measure(encoder, decoder, wav, preset, hops, run)
         report["rows"].append(row)
         print(f"{preset:8} {run.label:26} {hops} hops: RTF {row['rtf']:.2f}, {row['latency_ms']:.0f} ms", flush=True)
-    stem = RESULTS / f"latency-presets-cpu-{report['date']}"
+    stem = results_stem("latency-presets-cpu")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))

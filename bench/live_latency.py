@@ -7,10 +7,13 @@ lookahead, block and the devices' buffers PortAudio gives), its compute per bloc
 and the probe's own round trip through the server (how little the server itself adds). Writes
 `bench/results/live-latency-DATE.{md,json,png}`.
 
-The glass-to-glass delay is not read from the recording: a codec's output is not shift-invariant, and the
-microphone's samples reach `live` at an unknown offset within a 200-sample hop, so the recording is not the
-library's conversion of the speech played, delayed, unless that offset is known (the next step: `live` recording
-what its microphone gave).
+The glass-to-glass delay (speech into the microphone to its converted voice out of the speakers) is read from the
+recording: `live --save-input` keeps what its microphone gave, block by block as converted, so the library's
+conversion of that file is, sample for sample, what `live` played (a codec is not shift-invariant: the conversion
+of the speech played, delayed, would not do, for the microphone's samples reach `live` at an unknown offset
+within a 200-sample hop). Each quarter second of that conversion is found in the recording; its place, less the
+microphone's offset and the probe's own round trip, is the delay of that quarter second (p50 and p99 per run),
+and its match states the noise the audio path adds (SNR).
 
 Needs pulseaudio, pactl and PortAudio with ALSA's pulse plugin (Debian: pulseaudio pulseaudio-utils libportaudio2
 libasound2-plugins); the tests of `rtcodec live` use the same server and probe.
@@ -37,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 RATE = 16000
-RESULTS = Path(__file__).resolve().parent / "results"
 SINK_FORMAT = "rate=16000 channels=1 format=float32le"
 TAIL_S = 3.0  # silence played after the speech, while the rest of the conversion comes out
 
@@ -141,6 +143,77 @@ class Command:
         return code
 
 
+def conversion(checkpoint_dir: Path, reference: Path, microphone: np.ndarray, preset: str, hops: int) -> np.ndarray:
+    """What `live --latency preset --hops-per-block hops` played for what its microphone gave: the library's
+    conversion, pushed block by block (pipelined or not, the same samples)."""
+    import torch
+
+    from rtcodec import audio
+    from rtcodec.hub import from_pretrained
+    from rtcodec.pipelines import LATENCY_PRESETS, VoiceConversion
+
+    models = from_pretrained("v1", checkpoint_dir=checkpoint_dir)
+    block = hops * 200
+    with torch.inference_mode():
+        vc = VoiceConversion(models.encoder, models.decoder, audio.read(reference), lookahead=LATENCY_PRESETS[preset])
+        wav = torch.from_numpy(microphone).view(1, 1, -1)
+        return torch.cat([vc.push(wav[..., i : i + block]) for i in range(0, wav.shape[2], block)], 2)[0, 0].numpy()
+
+
+def glass_to_glass(
+    recording: np.ndarray,
+    played: np.ndarray,
+    microphone: np.ndarray,
+    converted: np.ndarray,
+    round_trip: int,
+    size: int = RATE // 4,
+) -> dict:
+    """Delays (ms) from the speech played to its conversion recorded, per window of `size` samples of voice.
+
+    For each window [s, s + n) of the microphone that holds speech: it is `played[k:k + n]` (found by
+    correlation, window by window: a block `live` dropped shifts the rest); its conversion `converted[s:s + n]` is
+    `recording[r:r + n]` (found likewise); and the probe records a sample played at k at `k + round_trip`. So that
+    voice came back `r - round_trip - k` samples after it was played. Windows not found whole (a gap of an xrun
+    across them) count as unmatched; the SNR of the matched ones is the noise of the audio path."""
+    delays, snrs, windows = [], [], 0
+    for start in range(0, microphone.size - size + 1, size):
+        heard = microphone[start : start + size]
+        if np.sqrt(np.mean(heard**2)) < 1e-2:  # no speech here
+            continue
+        windows += 1
+        said, out = _find(played, heard), _find(recording, converted[start : start + size])
+        if said is None or out is None:
+            continue
+        delays.append(out[0] - round_trip - said[0])
+        snrs.append(out[1])
+    ms = 1000 * np.array(delays) / RATE
+    return {
+        "windows": windows,
+        "matched": len(delays),
+        "glass_p50_ms": float(np.percentile(ms, 50)) if delays else float("nan"),
+        "glass_p99_ms": float(np.percentile(ms, 99)) if delays else float("nan"),
+        "glass_min_ms": float(ms.min()) if delays else float("nan"),
+        "glass_ms": [round(float(d), 1) for d in ms],  # window by window, in the microphone's order
+        "snr_db_median": float(np.median(snrs)) if snrs else float("nan"),
+    }
+
+
+MATCH_SNR_DB = 40.0  # found whole: this path is near bit-exact (over 60 dB); the next best place stays under 25
+
+
+def _find(signal: np.ndarray, window: np.ndarray) -> tuple[int, float] | None:
+    """Where `window` is in `signal` (the place of least squared difference, by FFT) and the SNR there; None where
+    it is not there whole. (Not the correlation's peak: it favours loud places over the one that matches.)"""
+    n = 1 << int(np.ceil(np.log2(signal.size + window.size)))
+    cross = np.fft.irfft(np.fft.rfft(signal, n) * np.conj(np.fft.rfft(window, n)), n)[: signal.size - window.size + 1]
+    energy = np.cumsum(np.concatenate([[0.0], signal.astype(np.float64) ** 2]))
+    own = float(np.sum(window.astype(np.float64) ** 2))
+    error = energy[window.size :] - energy[: -window.size] - 2 * cross + own
+    place = int(np.argmin(error))
+    snr = 10 * np.log10(own / max(float(error[place]), 1e-20))
+    return (place, snr) if snr >= MATCH_SNR_DB else None
+
+
 def live_report(err: str) -> dict:
     """What `rtcodec live` said on stderr: its whole latency and its devices' buffers (ms), the last block RTF,
     xruns and dropped blocks."""
@@ -166,52 +239,88 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="speech played per run (default: 10)")
     parser.add_argument("--device-latency", default="high", help="live's --device-latency (default: high)")
     parser.add_argument("--threads", type=int, help="live's --threads (default: live's)")
+    parser.add_argument("--pipelined", action="store_true", help="live's --pipelined")
     args = parser.parse_args()
     if args.probe:
         return _probe(*args.probe)
     import soundfile as sf
 
     from .common import speech
-    from .long_recordings import write_checkpoints
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        write_checkpoints(tmp)
         said = speech(3.0 + args.seconds)[0, 0].numpy()
+        write_checkpoints(tmp, said)
         sf.write(tmp / "reference.wav", said[: 3 * RATE], RATE)
         with pulseaudio(tmp) as env:
             for preset in args.presets:
                 for hops in args.hops_per_block:
                     extra = ["--device-latency", args.device_latency]
                     extra += ["--threads", str(args.threads)] if args.threads else []
+                    extra += ["--pipelined"] if args.pipelined else []
                     row = measure(env, tmp, said[3 * RATE :], preset, hops, extra)
                     rows.append(row)
                     print(preset, hops, summary(row), flush=True)
     write_report(rows, args)
 
 
+def write_checkpoints(folder: Path, speech: np.ndarray) -> None:
+    """V1 checkpoints with `plausible_state_dict` weights and codebooks drawn from `speech`'s frames: their
+    conversion follows its input, so that each stretch of it is found in the recording at one place only."""
+    import torch
+
+    from rtcodec import OFFICIAL, FACodecDecoder, FACodecEncoder
+    from rtcodec.checkpoint import PUBLISHED_FILES
+
+    from .common import plausible_state_dict, speech_codebooks
+
+    models = []
+    for seed, (cls, config) in enumerate(((FACodecEncoder, OFFICIAL.encoder), (FACodecDecoder, OFFICIAL.decoder))):
+        model = cls(config).eval()
+        model.load_state_dict(plausible_state_dict(model, seed))
+        models.append(model)
+    speech_codebooks(*models, torch.from_numpy(speech).view(1, 1, -1))
+    for model in models:
+        torch.save(model.state_dict(), folder / PUBLISHED_FILES[type(model).__name__])
+
+
 def measure(env: dict, folder: Path, speech: np.ndarray, preset: str, hops: int, extra: list[str]) -> dict:
     """One run of `live --latency preset --hops-per-block hops` (and `extra`) while the probe plays `speech`: what
-    live reported, and the probe's own round trip."""
+    live reported, the glass-to-glass delays measured, and the probe's own round trip."""
+    import soundfile as sf
+
     own = probe_round_trip(env, folder)
+    saved = folder / "microphone.wav"
     options = ["--latency", preset, "--hops-per-block", str(hops), *extra]
-    args = ["--reference", str(folder / "reference.wav"), "--checkpoint-dir", str(folder), *options]
+    reference = folder / "reference.wav"
+    args = ["--reference", str(reference), "--checkpoint-dir", str(folder), "--save-input", str(saved), *options]
     live = Command(["live", *args], {**env, "PULSE_SOURCE": "rtc_in.monitor", "PULSE_SINK": "rtc_speakers"})
     try:
         live.wait_for("latency in all")
         time.sleep(2.0)  # past the start, where the first blocks fill the devices' buffers
         played = np.concatenate([speech, np.zeros(int(TAIL_S * RATE), np.float32)])
-        play_and_record(env, "rtc_in", "rtc_speakers.monitor", played, folder)
+        recording = play_and_record(env, "rtc_in", "rtc_speakers.monitor", played, folder)
     finally:
         live.stop()
-    return {"preset": preset, "hops": hops, "options": options, "probe_ms": 1000 * own / RATE, **live_report(live.err)}
+    microphone = sf.read(saved, dtype="float32")[0]
+    converted = conversion(folder, reference, microphone, preset, hops)
+    return {
+        "preset": preset,
+        "hops": hops,
+        "options": options,
+        "probe_ms": 1000 * own / RATE,
+        **live_report(live.err),
+        **glass_to_glass(recording, speech, microphone, converted, own),
+    }
 
 
 def summary(row: dict) -> str:
     return (
-        f"live says {row['latency_ms_reported']} ms, of which {row['device_ms']} ms devices; RTF {row['rtf']:.2f}, "
-        f"{row['xruns']} xruns, {row['dropped']} dropped"
+        f"live says {row['latency_ms_reported']} ms, of which {row['device_ms']} ms devices; measured "
+        f"{row['glass_p50_ms']:.0f} ms p50, {row['glass_p99_ms']:.0f} ms p99 ({row['matched']} of {row['windows']} "
+        f"windows, SNR {row['snr_db_median']:.0f} dB); RTF {row['rtf']:.2f}, {row['xruns']} xruns, "
+        f"{row['dropped']} dropped"
     )
 
 
@@ -220,28 +329,35 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
 
     from rtcodec import __version__
 
+    from .common import results_stem
     from .report import cpu_isa, cpu_name
 
     date = datetime.date.today().isoformat()
-    stem = RESULTS / f"live-latency-{date}"
+    stem = results_stem("live-latency")
     lines = [
         f"# rtcodec live on a real audio server ({date})",
         "",
         f"`python -m bench.live_latency {' '.join(sys.argv[1:])}`: {cpu_name()} ({cpu_isa()}), "
         f"{os.cpu_count()} cores, torch {torch.__version__}, rtcodec {__version__}, Python "
-        f"{platform.python_version()}; full-size models with random weights; a private PulseAudio with "
-        f"null sinks (16 kHz mono float), PortAudio through ALSA's pulse plugin; {args.seconds:g} s of speech per run. "
+        f"{platform.python_version()}; full-size models with random weights of plausible scale "
+        "(`bench.common.plausible_state_dict`); a private PulseAudio with null sinks (16 kHz mono float), PortAudio "
+        f"through ALSA's pulse plugin; {args.seconds:g} s of speech per run. "
         "What live reports: its whole latency (lookahead + block + the devices' buffers PortAudio gives), the "
-        "compute per block (RTF; over 1 does not keep up: gaps), xruns and dropped blocks; and the probe's own round "
-        "trip through the server.",
+        "compute per block (RTF; over 1 does not keep up: gaps), xruns and dropped blocks. What was measured: the "
+        "delay from speech played into the microphone to its conversion recorded from the speakers, per quarter "
+        "second of voice found in the recording (`live --save-input` gives what live converted), its p50 and p99, "
+        "how many windows were found whole (the others straddle a gap), and their SNR against the library's "
+        "conversion (the audio path's noise); the probe's own round trip is taken off.",
         "",
-        "| preset | block | live's latency | of which devices | RTF | xruns | dropped | probe round trip |",
-        "|---|---|---|---|---|---|---|---|",
+        "| preset | block | live's latency | of which devices | measured p50 / p99 | windows found | SNR | RTF "
+        "| xruns | dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['preset']} | {row['hops'] * 12.5:g} ms | {row['latency_ms_reported']} ms | "
-            f"{row['device_ms']} ms | {row['rtf']:.2f} | {row['xruns']} | {row['dropped']} | {row['probe_ms']:.0f} ms |"
+            f"| {row['preset']} | {row['hops'] * 12.5:g} ms | {row['latency_ms_reported']} ms | {row['device_ms']} ms "
+            f"| {row['glass_p50_ms']:.0f} / {row['glass_p99_ms']:.0f} ms | {row['matched']} of {row['windows']} | "
+            f"{row['snr_db_median']:.0f} dB | {row['rtf']:.2f} | {row['xruns']} | {row['dropped']} |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + f"\n\n![latency by part]({stem.name}.png)\n")
     stem.with_suffix(".json").write_text(json.dumps({"date": date, "cpu": cpu_name(), "runs": rows}, indent=1))
@@ -265,8 +381,11 @@ def plot(rows: list[dict], path: Path) -> None:
     for part, name in ((lookahead, "lookahead"), (block, "block"), (devices, "devices (PortAudio)")):
         ax.bar(labels, part, bottom=bottom, label=name)
         bottom += part
+    p50 = np.array([row["glass_p50_ms"] for row in rows])
+    p99 = np.array([row["glass_p99_ms"] for row in rows])
+    ax.errorbar(range(len(rows)), p50, yerr=[0 * p50, p99 - p50], fmt="ko", capsize=4, label="measured (p50, p99)")
     for i, row in enumerate(rows):
-        ax.annotate(f"RTF {row['rtf']:.2f}", (i, bottom[i]), ha="center", va="bottom")
+        ax.annotate(f"RTF {row['rtf']:.2f}", (i, max(bottom[i], p99[i])), ha="center", va="bottom")
     ax.set_ylabel("latency (ms)")
     ax.legend()
     fig.tight_layout()

@@ -23,10 +23,9 @@ import torch
 from rtcodec import OFFICIAL, SAMPLE_RATE, FACodecDecoder, FACodecDecoderV2, FACodecEncoder, FACodecEncoderV2
 from rtcodec.checkpoint import PUBLISHED_FILES
 
-from .common import speech
+from .common import results_stem, speech
 from .report import cpu_isa, cpu_name
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COMMANDS = ("encode", "reconstruct", "convert")
 REFERENCE_SECONDS = 5.0
 
@@ -96,12 +95,7 @@ def write_report(rows: list[tuple[str, float, float, float]]) -> None:
     for command, minutes, seconds, gigabytes in rows:
         length = f"{60 * minutes:.0f} s" if minutes < 1 else f"{minutes:g} min"
         lines.append(f"| {command} | {length} | {seconds:.1f} s | {seconds / minutes:.1f} s | {gigabytes:.2f} GB |")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"long-recordings-cpu-{date}.md"
-    for run in range(2, 100):  # an earlier run of the day stays
-        if not path.exists():
-            break
-        path = RESULTS / f"long-recordings-cpu-{date}-{run}.md"
+    path = results_stem("long-recordings-cpu").with_suffix(".md")
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}", file=sys.stderr)
 
