@@ -11,8 +11,8 @@ The glass-to-glass delay (speech into the microphone to its converted voice out 
 recording: `live --save-input` keeps what its microphone gave, block by block as converted, so the library's
 conversion of that file is, sample for sample, what `live` played (a codec is not shift-invariant: the conversion
 of the speech played, delayed, would not do, for the microphone's samples reach `live` at an unknown offset
-within a 200-sample hop). Each quarter second of that conversion is found in the recording; its place, less the
-microphone's offset and the probe's own round trip, is the delay of that quarter second (p50 and p99 per run),
+within a 200-sample hop). Each 25 ms of that conversion is found in the recording; its place, less the
+microphone's offset and the probe's own round trip, is the delay of those 25 ms (p50 and p99 per run),
 and its match states the noise the audio path adds (SNR).
 
 Needs pulseaudio, pactl and PortAudio with ALSA's pulse plugin (Debian: pulseaudio pulseaudio-utils libportaudio2
@@ -119,7 +119,7 @@ class Command:
 
     def __init__(self, args: list[str], env: dict) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "rtcodec", *args], env=env, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-X", "faulthandler", "-m", "rtcodec", *args], env=env, stderr=subprocess.PIPE, text=True
         )
         self.err = ""
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -138,7 +138,13 @@ class Command:
 
     def stop(self, signum: int = signal.SIGINT) -> int:
         self.process.send_signal(signum)
-        code = self.process.wait(60)
+        try:
+            code = self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)  # with -X faulthandler: where each thread was, on stderr
+            self.process.wait(30)
+            self.reader.join(10)
+            raise RuntimeError(f"rtcodec did not stop within 60 s of signal {signum}:\n{self.err[-5000:]}") from None
         self.reader.join(10)
         return code
 
@@ -166,9 +172,10 @@ def glass_to_glass(
     microphone: np.ndarray,
     converted: np.ndarray,
     round_trip: int,
-    size: int = RATE // 4,
+    size: int = RATE // 40,
 ) -> dict:
-    """Delays (ms) from the speech played to its conversion recorded, per window of `size` samples of voice.
+    """Delays (ms) from the speech played to its conversion recorded, per window of `size` samples of voice (25 ms:
+    shorter than a block, so that windows are found whole between the gaps of a machine too slow for real time).
 
     For each window [s, s + n) of the microphone that holds speech: it is `played[k:k + n]` (found by
     correlation, window by window: a block `live` dropped shifts the rest); its conversion `converted[s:s + n]` is
@@ -259,7 +266,11 @@ def main() -> None:
                     extra = ["--device-latency", args.device_latency]
                     extra += ["--threads", str(args.threads)] if args.threads else []
                     extra += ["--pipelined"] if args.pipelined else []
-                    row = measure(env, tmp, said[3 * RATE :], preset, hops, extra)
+                    try:
+                        row = measure(env, tmp, said[3 * RATE :], preset, hops, extra)
+                    except RuntimeError as err:  # one run that went wrong: said, and the others still run
+                        print(f"{preset} {hops}: {err}", file=sys.stderr, flush=True)
+                        continue
                     rows.append(row)
                     print(preset, hops, summary(row), flush=True)
     write_report(rows, args)
@@ -344,8 +355,8 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
         f"through ALSA's pulse plugin; {args.seconds:g} s of speech per run. "
         "What live reports: its whole latency (lookahead + block + the devices' buffers PortAudio gives), the "
         "compute per block (RTF; over 1 does not keep up: gaps), xruns and dropped blocks. What was measured: the "
-        "delay from speech played into the microphone to its conversion recorded from the speakers, per quarter "
-        "second of voice found in the recording (`live --save-input` gives what live converted), its p50 and p99, "
+        "delay from speech played into the microphone to its conversion recorded from the speakers, per 25 ms "
+        "of voice found in the recording (`live --save-input` gives what live converted), its p50 and p99, "
         "how many windows were found whole (the others straddle a gap), and their SNR against the library's "
         "conversion (the audio path's noise); the probe's own round trip is taken off.",
         "",

@@ -136,7 +136,7 @@ def test_live_into_a_virtual_microphone_carries_the_converted_voice_and_is_gone_
     # windows shorter than a block still are, between the gaps.
     microphone = sf.read(saved, dtype="float32")[0]
     converted = conversion(ckpt, reference, microphone, "exact", HOPS)
-    measured = glass_to_glass(heard, played, microphone, converted, own, size=RATE // 40)
+    measured = glass_to_glass(heard, played, microphone, converted, own)
     assert measured["matched"] >= 3, (measured, live.err[-300:])
     # The speech itself does not come out (its windows would match it at 1; a 25 ms window of something else finds
     # a place that resembles it at about 0.3).
