@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -364,6 +365,27 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     assert run(capsys, "live", "--list-devices")[0] == 0
     code, err = run(capsys, "live", "--checkpoint-dir", ckpt)
     assert code == 1 and "--reference" in err
+
+
+def test_live_stops_on_sigint_also_where_it_came_in_ignored(ckpt, clips, capsys, monkeypatch):
+    """A shell script's background job starts with SIGINT ignored; `kill -INT` still ends the session cleanly."""
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(sf.read(clips["slt"], dtype="float32")[0]))
+    monkeypatch.setattr(VoiceConversion, "warm_up", lambda self, n: None)
+    sleeps = []
+
+    def signal_once(_seconds):
+        sleeps.append(_seconds)
+        assert len(sleeps) < 3, "SIGINT did not stop live"
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr("rtcodec.cli.live.time.sleep", signal_once)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code, err = run(capsys, "live", "--reference", clips["rms"], "--checkpoint-dir", ckpt, "--latency", "exact")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 0 and "stopped after" in err and len(sleeps) == 1, err
+    assert signal.getsignal(signal.SIGINT) is previous  # given back
 
 
 def test_live_counts_the_xruns_of_a_computer_too_slow(ckpt, clips, capsys, monkeypatch):

@@ -236,9 +236,10 @@ def check_devices(sd, input_device=None, output_device=None, *, needs_input=True
 
 def run_live(args: argparse.Namespace) -> None:
     wants_mic = args.virtual_mic is not None and not args.list_devices
-    # SIGTERM ends the session as Ctrl-C does, so the devices are closed and a virtual microphone removed.
+    # SIGTERM ends the session as Ctrl-C does, so the devices are closed and a virtual microphone removed; and so
+    # does SIGINT where it came in ignored (a job a shell script started in the background).
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
         with VirtualMic(args.virtual_mic) if wants_mic else contextlib.nullcontext():  # before PortAudio starts
             _run_live(args)
@@ -246,7 +247,8 @@ def run_live(args: argparse.Namespace) -> None:
         raise CommandError(str(err)) from None
     finally:
         if main:
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def _interrupt(signum, frame) -> None:
