@@ -30,6 +30,10 @@ from .common import CommandError, add_model_options, check_output, load
 from .virtual_mic import DEFAULT_NAME, VirtualMic, VirtualMicError
 
 MAX_BACKLOG_BLOCKS = 8
+# The devices run in one-hop periods and the callback gathers them into blocks: PortAudio buffers about five
+# periods (through PulseAudio, 2.5 each way whatever --device-latency says; bench.live_latency), so periods as
+# long as the blocks made the devices most of the latency (250 ms at 50 ms blocks, 62.5 ms in 12.5 ms periods).
+DEVICE_PERIOD = HOP_LENGTH
 DEFAULT_HOPS_PER_BLOCK = 4  # a preset named without --hops-per-block: 50 ms blocks
 # What each preset costs: python -m bench.latency_presets, 4 hops per block, 2-core Intel Xeon (README).
 PRESET_HELP = {
@@ -125,11 +129,18 @@ def device_latency(value: str) -> str | float:
 
 
 class LiveConverter:
-    """Converts microphone blocks on a worker thread; `callback` (sounddevice's) only moves audio."""
+    """Gathers the microphone's device periods into blocks and converts them on a worker thread; `callback`
+    (sounddevice's) only moves audio.
+
+    Playback starts with the first converted block, after half a block of silence (`cushion`): a block's compute
+    time varies, and without it the first block would run out just as the next is converted, so any later block
+    that took longer would leave a gap."""
 
     def __init__(self, pipeline: VoiceConversion, block: int, saved: audio.AudioWriter | None = None) -> None:
         self.pipeline, self.block, self.saved = pipeline, block, saved
+        self.cushion = block // 2
         self.inbox: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=MAX_BACKLOG_BLOCKS)
+        self.gathered = np.zeros(0, dtype=np.float32)  # microphone samples short of a block
         self.fifo = np.zeros(0, dtype=np.float32)  # converted audio not played yet
         self.lock = threading.Lock()
         self.started = False  # playback has begun: from here a short fifo is an xrun
@@ -153,14 +164,18 @@ class LiveConverter:
         """A sounddevice Stream callback (mono): never waits and never computes."""
         if status:  # the device itself dropped input or ran out of output
             self.device_errors += 1
-        try:
-            self.inbox.put_nowait(indata[:, 0].copy())
-        except queue.Full:
-            self.dropped += 1
-        self.blocks += 1
+        self.gathered = np.concatenate([self.gathered, indata[:, 0]])  # a copy: the device reuses its buffer
+        while self.gathered.size >= self.block:
+            block, self.gathered = self.gathered[: self.block], self.gathered[self.block :]
+            self.blocks += 1
+            try:
+                self.inbox.put_nowait(block)
+            except queue.Full:
+                self.dropped += 1
         with self.lock:
-            if not self.started and self.fifo.size >= frames:
+            if not self.started and self.fifo.size >= self.block:
                 self.started = True
+                self.fifo = np.concatenate([np.zeros(self.cushion, np.float32), self.fifo])
             take = min(frames, self.fifo.size) if self.started else 0
             outdata[:take, 0], self.fifo = self.fifo[:take], self.fifo[take:]
         outdata[take:, 0] = 0.0
@@ -193,17 +208,18 @@ class LiveConverter:
         return 1 + self.pipeline.pipelined
 
     def latency_ms(self, algorithmic_ms: float, device_ms: float) -> float:
-        """The whole latency: the pipeline's lookahead, the blocks held, and the devices' buffers."""
-        return algorithmic_ms + 1000 * self.blocks_held * self.block / SAMPLE_RATE + device_ms
+        """The whole latency: the pipeline's lookahead, the blocks held, the cushion and the devices' buffers."""
+        return algorithmic_ms + 1000 * (self.blocks_held * self.block + self.cushion) / SAMPLE_RATE + device_ms
 
     def status_line(self, algorithmic_ms: float, device_ms: float = 0.0) -> str:
         block_ms = 1000 * self.block / SAMPLE_RATE
         compute_ms = 1000 * self.compute_s / max(self.converted, 1)
         latency = self.latency_ms(algorithmic_ms, device_ms)
         blocks = f"{self.blocks_held} x {block_ms:.1f} blocks" if self.blocks_held > 1 else f"{block_ms:.1f} block"
+        cushion_ms = 1000 * self.cushion / SAMPLE_RATE
         return (
-            f"latency {latency:.0f} ms ({algorithmic_ms:.0f} lookahead + {blocks} + {device_ms:.0f} "
-            f"devices) | compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | "
+            f"latency {latency:.0f} ms ({algorithmic_ms:.0f} lookahead + {blocks} + {cushion_ms:.1f} cushion + "
+            f"{device_ms:.0f} devices) | compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | "
             f"xruns {self.xruns} | dropped {self.dropped} | device errors {self.device_errors}"
         )
 
@@ -314,7 +330,7 @@ def _converse(sd, args: argparse.Namespace, converter: LiveConverter, label: str
     try:
         stream = sd.Stream(
             samplerate=SAMPLE_RATE,
-            blocksize=block,
+            blocksize=DEVICE_PERIOD,
             channels=1,
             dtype="float32",
             device=(_device(args.input_device), _device(args.output_device)),
