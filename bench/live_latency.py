@@ -183,7 +183,7 @@ def glass_to_glass(
     voice came back `r - round_trip - k` samples after it was played. Windows not found whole (a gap of an xrun
     across them) count as unmatched; the SNR of the matched ones is the noise of the audio path."""
     delays, snrs, windows = [], [], 0
-    for start in range(0, microphone.size - size + 1, size):
+    for start in range(0, min(microphone.size, converted.size) - size + 1, size):  # converted: less its lookahead
         heard = microphone[start : start + size]
         if np.sqrt(np.mean(heard**2)) < 1e-2:  # no speech here
             continue

@@ -369,6 +369,42 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     assert code == 1 and "--reference" in err
 
 
+def test_live_drops_what_falls_behind_so_the_delay_stays_bounded():
+    """A worker that stalls and then catches up: the oldest microphone blocks are dropped (not the newest), and the
+    converted audio it then delivers in a burst is cut back to a block and the cushion, so the delay returns to what
+    the status line says instead of keeping the stall's length."""
+    from rtcodec.cli.live import LiveConverter
+
+    class Stalling:
+        pipelined, release = False, threading.Event()
+
+        def push(self, block):
+            self.release.wait(30)
+            return block * 0.5
+
+    block, period = 1600, 200  # 100 ms blocks: two may wait for the worker (0.2 s)
+    converter = LiveConverter(Stalling(), block)
+    converter.start()
+    out = np.zeros((period, 1), np.float32)
+    mic = np.arange(8 * block, dtype=np.float32)[:, None] / (8 * block)
+    for i in range(0, 4 * block, period):  # the first block goes to the worker, which stalls on it; three more come
+        converter.callback(mic[i : i + period], out, period, None, None)
+        while i + period == block and converter.inbox.qsize():  # until the worker holds the first
+            threading.Event().wait(0.01)
+    assert converter.dropped == 1 and converter.inbox.qsize() == 2  # the second block went, the 3rd and 4th wait
+    Stalling.release.set()
+    converter.wait_idle()
+    assert converter.fifo.size == 3 * block and not converter.started  # converted: blocks 1, 3 and 4
+    converter.callback(mic[4 * block : 4 * block + period], out, period, None, None)  # playback starts: cushion
+    assert converter.started and np.all(out == 0)
+    for i in range(4 * block + period, 6 * block, period):  # block 5 is converted while block 1 plays
+        converter.callback(mic[i : i + period], out, period, None, None)
+        converter.wait_idle()
+    # Blocks 3, 4, 5 and 6 came while 1 played: the fifo was cut back to a block and the cushion, oldest first.
+    assert converter.fifo.size <= block + converter.cushion and converter.dropped >= 2
+    converter.stop()
+
+
 def test_live_stops_on_sigint_also_where_it_came_in_ignored(ckpt, clips, capsys, monkeypatch):
     """A shell script's background job starts with SIGINT ignored; `kill -INT` still ends the session cleanly."""
     monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(sf.read(clips["slt"], dtype="float32")[0]))

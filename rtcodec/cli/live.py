@@ -1,16 +1,18 @@
 """`rtcodec live`: microphone -> streaming voice conversion -> speakers, with sounddevice.
 
-The audio callback never computes: it hands each microphone block to a worker thread and plays what the worker
-has converted, silence until the first converted block is ready. From then on, a callback that finds less than
-a block ready is an xrun (the computer did not keep up: a gap of silence is played), and a microphone block that
-finds the worker more than `MAX_BACKLOG_BLOCKS` behind is dropped, so the delay cannot grow without bound; both
-are counted and shown while it runs.
+The audio callback never computes: it gathers the microphone's periods into blocks for a worker thread and plays
+what the worker has converted, silence until the first converted block is ready. From then on, a callback that
+finds less than a period ready is an xrun (the computer did not keep up: a gap of silence is played). Whatever
+falls behind is dropped rather than waited for, so the delay stays what the status line says: the oldest
+microphone block when more than `MAX_BACKLOG_SECONDS` of them wait for the worker, and converted audio beyond a
+block and the cushion when the worker catches up in a burst. Both are counted and shown while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import queue
 import signal
@@ -29,7 +31,7 @@ from ..streaming import StreamOptions
 from .common import CommandError, add_model_options, check_output, load
 from .virtual_mic import DEFAULT_NAME, VirtualMic, VirtualMicError
 
-MAX_BACKLOG_BLOCKS = 8
+MAX_BACKLOG_SECONDS = 0.2  # of microphone blocks waiting for the worker (at least two blocks)
 # The devices run in one-hop periods and the callback gathers them into blocks: PortAudio buffers about five
 # periods (through PulseAudio, 2.5 each way whatever --device-latency says; bench.live_latency), so periods as
 # long as the blocks made the devices most of the latency (250 ms at 50 ms blocks, 62.5 ms in 12.5 ms periods).
@@ -139,7 +141,8 @@ class LiveConverter:
     def __init__(self, pipeline: VoiceConversion, block: int, saved: audio.AudioWriter | None = None) -> None:
         self.pipeline, self.block, self.saved = pipeline, block, saved
         self.cushion = block // 2
-        self.inbox: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=MAX_BACKLOG_BLOCKS)
+        backlog = max(2, math.ceil(MAX_BACKLOG_SECONDS * SAMPLE_RATE / block))
+        self.inbox: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=backlog)
         self.gathered = np.zeros(0, dtype=np.float32)  # microphone samples short of a block
         self.fifo = np.zeros(0, dtype=np.float32)  # converted audio not played yet
         self.lock = threading.Lock()
@@ -168,10 +171,13 @@ class LiveConverter:
         while self.gathered.size >= self.block:
             block, self.gathered = self.gathered[: self.block], self.gathered[self.block :]
             self.blocks += 1
-            try:
+            if self.inbox.full():  # the oldest goes: the newest is what keeps the delay where it was
+                with contextlib.suppress(queue.Empty):
+                    self.inbox.get_nowait()
+                    self.inbox.task_done()
+                    self.dropped += 1
+            with contextlib.suppress(queue.Full):  # only the worker takes from it, so there is room now
                 self.inbox.put_nowait(block)
-            except queue.Full:
-                self.dropped += 1
         with self.lock:
             if not self.started and self.fifo.size >= self.block:
                 self.started = True
@@ -196,6 +202,12 @@ class LiveConverter:
                 self.converted += 1
                 with self.lock:
                     self.fifo = np.concatenate([self.fifo, converted])
+                    # A worker catching up appends blocks faster than they play: beyond a block and the cushion,
+                    # the oldest is skipped, or the delay would stay that much longer.
+                    excess = self.fifo.size - (self.block + self.cushion) if self.started else 0
+                    if excess >= self.block:
+                        self.fifo = self.fifo[excess:]
+                        self.dropped += excess // self.block
             except BaseException as err:  # shown by the main thread, which stops
                 self.error = err
             finally:
