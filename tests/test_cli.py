@@ -342,23 +342,21 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
     )  # fmt: skip
     assert code == 0 and "stopped after 1.0 s, 0 xruns, 0 dropped blocks" in err and "warmed up in" in err
     assert fake.latency_asked == "high"  # the whole latency: lookahead, block and the devices' buffers
-    # 683 ms of lookahead, a 25 ms block (two where pipelined: the encoder works a block ahead), 12.5 ms of cushion,
-    # 50 ms of devices
-    latency = 795 if pipelined else 770
+    # 683 ms of lookahead, a 25 ms block (two where pipelined: the encoder works a block ahead), 50 ms of devices
+    latency = 783 if pipelined else 758
     assert (
         f"audio devices: 20 ms in + 30 ms out of buffering (--device-latency high); latency in all {latency} ms" in err
     )
     assert len(compiled) == (2 if compile else 0) and ("compiling the hop step" in err) == compile
     assert threads[0] == max(1, (os.cpu_count() or 2) - 1) and len(threads) == 1 + pipelined  # and the encoder's
     played = np.concatenate(fake.played)
-    # The same blocks through the library's pipeline: what came out is that, after silence (before the first block
-    # was converted, then half a block of cushion), from a device period's start.
+    # The same blocks through the library's pipeline: what came out is that, after silence, block-aligned.
     models = from_pretrained("v1", checkpoint_dir=ckpt)
     pipeline = VoiceConversion(models.encoder, models.decoder, audio.read(clips["rms"]), pipelined=pipelined)
     wav = torch.from_numpy(source).view(1, 1, -1)
     expected = torch.cat([pipeline.push(wav[..., i : i + 400]) for i in range(0, 16000, 400)], 2)[0, 0].numpy()
     start = np.flatnonzero(played)[0]
-    assert start >= 400 and start % 200 == 0 and np.abs(played[start:] - expected[: len(played) - start]).max() < 1e-5
+    assert start >= 400 and start % 400 == 0 and np.abs(played[start:] - expected[: len(played) - start]).max() < 1e-5
     if saved in flags:  # every block the microphone gave, as it gave it
         assert np.array_equal(sf.read(saved, dtype="float32")[0], source[:16000])
         assert f"wrote {saved}: 1.0 s of the microphone" in err
@@ -371,8 +369,8 @@ def test_live_converts_what_the_microphone_gives(ckpt, clips, capsys, monkeypatc
 
 def test_live_drops_what_falls_behind_so_the_delay_stays_bounded():
     """A worker that stalls and then catches up: the oldest microphone blocks are dropped (not the newest), and the
-    converted audio it then delivers in a burst is cut back to a block and the cushion, so the delay returns to what
-    the status line says instead of keeping the stall's length."""
+    converted audio it then delivers in a burst is cut back to a block, so the delay returns to what the status
+    line says instead of keeping the stall's length."""
     from rtcodec.cli.live import LiveConverter
 
     class Stalling:
@@ -382,26 +380,28 @@ def test_live_drops_what_falls_behind_so_the_delay_stays_bounded():
             self.release.wait(30)
             return block * 0.5
 
-    block, period = 1600, 200  # 100 ms blocks: two may wait for the worker (0.2 s)
+    block = 1600  # 100 ms blocks: two may wait for the worker (0.2 s)
     converter = LiveConverter(Stalling(), block)
     converter.start()
-    out = np.zeros((period, 1), np.float32)
     mic = np.arange(8 * block, dtype=np.float32)[:, None] / (8 * block)
-    for i in range(0, 4 * block, period):  # the first block goes to the worker, which stalls on it; three more come
-        converter.callback(mic[i : i + period], out, period, None, None)
-        while i + period == block and converter.inbox.qsize():  # until the worker holds the first
-            threading.Event().wait(0.01)
-    assert converter.dropped == 1 and converter.inbox.qsize() == 2  # the second block went, the 3rd and 4th wait
+    out = np.zeros((block, 1), np.float32)
+
+    def device(n: int) -> None:  # the device hands over block n and takes a block to play
+        converter.callback(mic[n * block : (n + 1) * block], out, block, None, None)
+
+    device(0)
+    while converter.inbox.qsize():  # until the worker holds it (and stalls on it)
+        threading.Event().wait(0.01)
+    for n in (1, 2, 3):
+        device(n)
+    assert converter.dropped == 1 and converter.inbox.qsize() == 2  # block 1 went; 2 and 3 wait
     Stalling.release.set()
     converter.wait_idle()
-    assert converter.fifo.size == 3 * block and not converter.started  # converted: blocks 1, 3 and 4
-    converter.callback(mic[4 * block : 4 * block + period], out, period, None, None)  # playback starts: cushion
-    assert converter.started and np.all(out == 0)
-    for i in range(4 * block + period, 6 * block, period):  # block 5 is converted while block 1 plays
-        converter.callback(mic[i : i + period], out, period, None, None)
-        converter.wait_idle()
-    # Blocks 3, 4, 5 and 6 came while 1 played: the fifo was cut back to a block and the cushion, oldest first.
-    assert converter.fifo.size <= block + converter.cushion and converter.dropped >= 2
+    assert converter.fifo.size == 3 * block and not converter.started  # blocks 0, 2 and 3, converted
+    device(4)  # playback starts with block 0; block 4 is converted: 2, 3 and 4 would wait to play
+    converter.wait_idle()
+    assert np.array_equal(out[:, 0], 0.5 * mic[:block, 0])
+    assert converter.dropped == 3 and np.array_equal(converter.fifo, 0.5 * mic[4 * block : 5 * block, 0])
     converter.stop()
 
 
@@ -477,7 +477,7 @@ def test_live_latency_auto_takes_the_lowest_preset_that_keeps_up(ckpt, clips, ca
         "--latency auto: balanced at 2 hops per block (25.0 ms): a block took 19 ms here (RTF 0.76); low did not keep "
         "up with 80% headroom" in err
     )
-    assert "latency in all 425 ms" in err  # balanced: 337.5 ms, a 25 ms block, its half as cushion, 50 ms of devices
+    assert "latency in all 412 ms" in err  # balanced: 337.5 ms, a 25 ms block, 50 ms of devices
     # Two cores: low pipelined comes before balanced; it fits at 8 hops, and at 4 (38 ms of 50), not fewer.
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     asked.clear()
@@ -488,8 +488,7 @@ def test_live_latency_auto_takes_the_lowest_preset_that_keeps_up(ckpt, clips, ca
         "--latency auto: low, pipelined at 4 hops per block (50.0 ms): a block took 38 ms here (RTF 0.76); low did "
         "not keep up" in err
     )
-    assert "latency in all 288 ms" in err  # low: 112.5 ms, two 50 ms blocks (this one and the one before), 25 ms of
-    # cushion, 50 ms of devices
+    assert "latency in all 262 ms" in err  # low: 112.5 ms, two 50 ms blocks (this one and the one before), devices
     # Nothing keeps up: the cheapest at the largest block, and it says so.
     block_ms.update({("low", 4): 100.0, ("balanced", 4): 100.0, ("exact", 4): 60.0})
     args = ["--hops-per-block", 4, "--no-pipelined"]

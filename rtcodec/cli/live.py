@@ -1,11 +1,11 @@
 """`rtcodec live`: microphone -> streaming voice conversion -> speakers, with sounddevice.
 
-The audio callback never computes: it gathers the microphone's periods into blocks for a worker thread and plays
+The audio callback never computes: it gathers the microphone's audio into blocks for a worker thread and plays
 what the worker has converted, silence until the first converted block is ready. From then on, a callback that
-finds less than a period ready is an xrun (the computer did not keep up: a gap of silence is played). Whatever
+finds less than a block ready is an xrun (the computer did not keep up: a gap of silence is played). Whatever
 falls behind is dropped rather than waited for, so the delay stays what the status line says: the oldest
 microphone block when more than `MAX_BACKLOG_SECONDS` of them wait for the worker, and converted audio beyond a
-block and the cushion when the worker catches up in a burst. Both are counted and shown while it runs.
+block when the worker catches up in a burst. Both are counted and shown while it runs.
 """
 
 from __future__ import annotations
@@ -32,10 +32,6 @@ from .common import CommandError, add_model_options, check_output, load
 from .virtual_mic import DEFAULT_NAME, VirtualMic, VirtualMicError
 
 MAX_BACKLOG_SECONDS = 0.2  # of microphone blocks waiting for the worker (at least two blocks)
-# The devices run in one-hop periods and the callback gathers them into blocks: PortAudio buffers about five
-# periods (through PulseAudio, 2.5 each way whatever --device-latency says; bench.live_latency), so periods as
-# long as the blocks made the devices most of the latency (250 ms at 50 ms blocks, 62.5 ms in 12.5 ms periods).
-DEVICE_PERIOD = HOP_LENGTH
 DEFAULT_HOPS_PER_BLOCK = 4  # a preset named without --hops-per-block: 50 ms blocks
 # What each preset costs: python -m bench.latency_presets, 4 hops per block, 2-core Intel Xeon (README).
 PRESET_HELP = {
@@ -131,16 +127,13 @@ def device_latency(value: str) -> str | float:
 
 
 class LiveConverter:
-    """Gathers the microphone's device periods into blocks and converts them on a worker thread; `callback`
-    (sounddevice's) only moves audio.
-
-    Playback starts with the first converted block, after half a block of silence (`cushion`): a block's compute
-    time varies, and without it the first block would run out just as the next is converted, so any later block
-    that took longer would leave a gap."""
+    """Gathers the microphone's audio into blocks and converts them on a worker thread; `callback` (sounddevice's)
+    only moves audio. The devices run in periods of a block: in one-hop periods PortAudio states less buffering
+    (88 ms against 250 at 50 ms blocks), but the delay measured through PulseAudio was 2.4 s longer
+    (bench/README.md)."""
 
     def __init__(self, pipeline: VoiceConversion, block: int, saved: audio.AudioWriter | None = None) -> None:
         self.pipeline, self.block, self.saved = pipeline, block, saved
-        self.cushion = block // 2
         backlog = max(2, math.ceil(MAX_BACKLOG_SECONDS * SAMPLE_RATE / block))
         self.inbox: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=backlog)
         self.gathered = np.zeros(0, dtype=np.float32)  # microphone samples short of a block
@@ -181,7 +174,6 @@ class LiveConverter:
         with self.lock:
             if not self.started and self.fifo.size >= self.block:
                 self.started = True
-                self.fifo = np.concatenate([np.zeros(self.cushion, np.float32), self.fifo])
             take = min(frames, self.fifo.size) if self.started else 0
             outdata[:take, 0], self.fifo = self.fifo[:take], self.fifo[take:]
         outdata[take:, 0] = 0.0
@@ -202,9 +194,9 @@ class LiveConverter:
                 self.converted += 1
                 with self.lock:
                     self.fifo = np.concatenate([self.fifo, converted])
-                    # A worker catching up appends blocks faster than they play: beyond a block and the cushion,
-                    # the oldest is skipped, or the delay would stay that much longer.
-                    excess = self.fifo.size - (self.block + self.cushion) if self.started else 0
+                    # A worker catching up appends blocks faster than they play: beyond a block, the oldest is
+                    # skipped, or the delay would stay that much longer.
+                    excess = self.fifo.size - self.block if self.started else 0
                     if excess >= self.block:
                         self.fifo = self.fifo[excess:]
                         self.dropped += excess // self.block
@@ -220,19 +212,18 @@ class LiveConverter:
         return 1 + self.pipeline.pipelined
 
     def latency_ms(self, algorithmic_ms: float, device_ms: float) -> float:
-        """The whole latency: the pipeline's lookahead, the blocks held, the cushion and the devices' buffers."""
-        return algorithmic_ms + 1000 * (self.blocks_held * self.block + self.cushion) / SAMPLE_RATE + device_ms
+        """The whole latency: the pipeline's lookahead, the blocks held, and the devices' buffers."""
+        return algorithmic_ms + 1000 * self.blocks_held * self.block / SAMPLE_RATE + device_ms
 
     def status_line(self, algorithmic_ms: float, device_ms: float = 0.0) -> str:
         block_ms = 1000 * self.block / SAMPLE_RATE
         compute_ms = 1000 * self.compute_s / max(self.converted, 1)
         latency = self.latency_ms(algorithmic_ms, device_ms)
         blocks = f"{self.blocks_held} x {block_ms:.1f} blocks" if self.blocks_held > 1 else f"{block_ms:.1f} block"
-        cushion_ms = 1000 * self.cushion / SAMPLE_RATE
         return (
-            f"latency {latency:.0f} ms ({algorithmic_ms:.0f} lookahead + {blocks} + {cushion_ms:.1f} cushion + "
-            f"{device_ms:.0f} devices) | compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | "
-            f"xruns {self.xruns} | dropped {self.dropped} | device errors {self.device_errors}"
+            f"latency {latency:.0f} ms ({algorithmic_ms:.0f} lookahead + {blocks} + {device_ms:.0f} devices) | "
+            f"compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | xruns {self.xruns} | "
+            f"dropped {self.dropped} | device errors {self.device_errors}"
         )
 
 
@@ -342,7 +333,7 @@ def _converse(sd, args: argparse.Namespace, converter: LiveConverter, label: str
     try:
         stream = sd.Stream(
             samplerate=SAMPLE_RATE,
-            blocksize=DEVICE_PERIOD,
+            blocksize=block,
             channels=1,
             dtype="float32",
             device=(_device(args.input_device), _device(args.output_device)),
