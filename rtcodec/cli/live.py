@@ -129,7 +129,7 @@ def device_latency(value: str) -> str | float:
 class LiveConverter:
     """Gathers the microphone's audio into blocks and converts them on a worker thread; `callback` (sounddevice's)
     only moves audio. The devices run in periods of a block: in one-hop periods PortAudio states less buffering
-    (88 ms against 250 at 50 ms blocks), but the delay measured through PulseAudio was 2.4 s longer
+    (88 ms against 250 at 50 ms blocks), but the delay measured through PulseAudio was 2.1 to 2.6 s longer
     (bench/README.md)."""
 
     def __init__(self, pipeline: VoiceConversion, block: int, saved: audio.AudioWriter | None = None) -> None:
