@@ -94,8 +94,12 @@ def markdown(report: dict) -> str:
     for run in dict.fromkeys(r["run"] for r in rows):
         fitting = [r for r in rows if r["run"] == run and r["rtf"] <= HEADROOM]
         best = min(fitting, key=lambda r: r["latency_ms"], default=None)
-        found = f"{best['latency_ms']:.0f} ms ({best['preset']}, {best['hops']} hops, RTF {best['rtf']:.2f})"
-        lines.append(f"- {run}: {found if best else 'none'}")
+        found = (
+            f"{best['latency_ms']:.0f} ms ({best['preset']}, {best['hops']} hops, RTF {best['rtf']:.2f})"
+            if best
+            else "none"
+        )
+        lines.append(f"- {run}: {found}")
     lines += ["", "Issue 22's targets (the best run of each):", ""]
     for preset, hops, goal in TARGETS:
         candidates = [r for r in rows if r["preset"] == preset and r["hops"] == hops]
