@@ -41,6 +41,7 @@ import numpy as np
 
 RATE = 16000
 SINK_FORMAT = "rate=16000 channels=1 format=float32le"
+MATCH_SNR_DB = 40.0  # found whole: this path is near bit-exact (over 60 dB); the next best place stays under 25
 TAIL_S = 3.0  # silence played after the speech, while the rest of the conversion comes out
 
 
@@ -100,11 +101,34 @@ def _probe(played: str, recorded: str) -> None:
     recording[:, 0].tofile(recorded)
 
 
+class Places:
+    """Where windows of `size` samples lie in `signal`: its spectrum and running energy are computed once, for all
+    the windows looked for."""
+
+    def __init__(self, signal: np.ndarray, size: int) -> None:
+        self.size, self.count = size, signal.size - size + 1
+        self.n = 1 << int(np.ceil(np.log2(signal.size + size)))
+        self.spectrum = np.fft.rfft(signal, self.n)
+        energy = np.cumsum(np.concatenate([[0.0], signal.astype(np.float64) ** 2]))
+        self.energy = energy[size:] - energy[:-size]  # of each stretch of `size` samples
+
+    def cross(self, window: np.ndarray) -> np.ndarray:
+        """The cross-correlation of `window` with each stretch, by FFT."""
+        return np.fft.irfft(self.spectrum * np.conj(np.fft.rfft(window, self.n)), self.n)[: self.count]
+
+    def find(self, window: np.ndarray) -> tuple[int, float] | None:
+        """Where `window` is (the place of least squared difference) and the SNR there; None where it is not there
+        whole. (Not the correlation's peak: it favours loud places over the one that matches.)"""
+        own = float(np.sum(window.astype(np.float64) ** 2))
+        error = self.energy - 2 * self.cross(window) + own
+        place = int(np.argmin(error))
+        snr = 10 * np.log10(own / max(float(error[place]), 1e-20))
+        return (place, snr) if snr >= MATCH_SNR_DB else None
+
+
 def lag(recording: np.ndarray, sound: np.ndarray) -> int:
-    """Where `sound` starts in `recording`, in samples (the peak of their cross-correlation, by FFT)."""
-    n = 1 << int(np.ceil(np.log2(recording.size + sound.size)))
-    cross = np.fft.irfft(np.fft.rfft(recording, n) * np.conj(np.fft.rfft(sound, n)), n)
-    return int(np.argmax(cross[: recording.size - sound.size + 1]))
+    """Where `sound` starts in `recording`, in samples (the peak of their cross-correlation)."""
+    return int(np.argmax(Places(recording, sound.size).cross(sound)))
 
 
 def probe_round_trip(env: dict, folder: Path, sink: str = "rtc_probe") -> int:
@@ -183,12 +207,13 @@ def glass_to_glass(
     voice came back `r - round_trip - k` samples after it was played. Windows not found whole (a gap of an xrun
     across them) count as unmatched; the SNR of the matched ones is the noise of the audio path."""
     delays, snrs, windows = [], [], 0
+    in_played, in_recording = Places(played, size), Places(recording, size)
     for start in range(0, min(microphone.size, converted.size) - size + 1, size):  # converted: less its lookahead
         heard = microphone[start : start + size]
         if np.sqrt(np.mean(heard**2)) < 1e-2:  # no speech here
             continue
         windows += 1
-        said, out = _find(played, heard), _find(recording, converted[start : start + size])
+        said, out = in_played.find(heard), in_recording.find(converted[start : start + size])
         if said is None or out is None:
             continue
         delays.append(out[0] - round_trip - said[0])
@@ -203,22 +228,6 @@ def glass_to_glass(
         "glass_ms": [round(float(d), 1) for d in ms],  # window by window, in the microphone's order
         "snr_db_median": float(np.median(snrs)) if snrs else float("nan"),
     }
-
-
-MATCH_SNR_DB = 40.0  # found whole: this path is near bit-exact (over 60 dB); the next best place stays under 25
-
-
-def _find(signal: np.ndarray, window: np.ndarray) -> tuple[int, float] | None:
-    """Where `window` is in `signal` (the place of least squared difference, by FFT) and the SNR there; None where
-    it is not there whole. (Not the correlation's peak: it favours loud places over the one that matches.)"""
-    n = 1 << int(np.ceil(np.log2(signal.size + window.size)))
-    cross = np.fft.irfft(np.fft.rfft(signal, n) * np.conj(np.fft.rfft(window, n)), n)[: signal.size - window.size + 1]
-    energy = np.cumsum(np.concatenate([[0.0], signal.astype(np.float64) ** 2]))
-    own = float(np.sum(window.astype(np.float64) ** 2))
-    error = energy[window.size :] - energy[: -window.size] - 2 * cross + own
-    place = int(np.argmin(error))
-    snr = 10 * np.log10(own / max(float(error[place]), 1e-20))
-    return (place, snr) if snr >= MATCH_SNR_DB else None
 
 
 def live_report(err: str) -> dict:
@@ -385,11 +394,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 4))
     labels = [f"{row['preset']}\n{row['hops']} hops" for row in rows]
-    block = np.array([row["hops"] * 12.5 for row in rows])
+    block = np.array([row["hops"] * 12.5 * (1 + ("--pipelined" in row["options"])) for row in rows])  # blocks held
     devices = np.array([row["device_ms"] for row in rows], dtype=float)
     lookahead = np.array([row["latency_ms_reported"] for row in rows]) - block - devices
     bottom = np.zeros(len(rows))
-    for part, name in ((lookahead, "lookahead"), (block, "block"), (devices, "devices (PortAudio)")):
+    for part, name in ((lookahead, "lookahead"), (block, "blocks held"), (devices, "devices (PortAudio)")):
         ax.bar(labels, part, bottom=bottom, label=name)
         bottom += part
     p50 = np.array([row["glass_p50_ms"] for row in rows])

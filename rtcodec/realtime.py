@@ -9,7 +9,6 @@ the fewest hops per block that still are; where nothing fits, the cheapest setti
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -118,15 +117,15 @@ def choose_latency(
     encoder,
     decoder,
     reference: torch.Tensor,
+    settings: Sequence[LiveSetting],
     backend: str | None = None,
     hops: int | None = None,
-    pipelined: bool | None = None,
 ) -> Fit[LiveSetting]:
-    """`--latency auto`: the lowest-latency setting this machine converts in real time (`auto_settings`), and
-    its fewest hops per block (or the `hops` given)."""
+    """`--latency auto`: the first of `settings` (`auto_settings`) this machine converts in real time, and its
+    fewest hops per block (or the `hops` given)."""
     return first_fit(
         lambda setting, size: block_seconds(encoder, decoder, reference, setting, size, backend),
-        auto_settings(pipelined, os.cpu_count() or 1),
+        settings,
         CANDIDATE_HOPS if hops is None else (hops,),
     )
 

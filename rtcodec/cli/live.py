@@ -292,8 +292,8 @@ def _run_live(args: argparse.Namespace) -> None:
     elif args.latency == "auto":
         cost = " and compiling or exporting each (minutes)" if args.backend in ("compile", "onnxruntime") else ""
         print(f"--latency auto: timing the presets on this machine{cost}...", file=sys.stderr, flush=True)
-        fit = realtime.choose_latency(models.encoder, models.decoder, reference, args.backend, hops, args.pipelined)
         tried = realtime.auto_settings(args.pipelined, os.cpu_count() or 1)
+        fit = realtime.choose_latency(models.encoder, models.decoder, reference, tried, args.backend, hops)
         print(realtime.describe_latency(fit, tried), file=sys.stderr, flush=True)
         setting, hops = fit.setting, fit.hops
     lookahead = LATENCY_PRESETS[setting.preset] if args.lookahead is None else (args.lookahead, args.lookahead)
