@@ -145,6 +145,7 @@ class Command:
         self.process = subprocess.Popen(
             [sys.executable, "-X", "faulthandler", "-m", "rtcodec", *args], env=env, stderr=subprocess.PIPE, text=True
         )
+        self.name = args[0]
         self.err = ""
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -159,6 +160,15 @@ class Command:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"no {text!r} from rtcodec:\n{self.err}")
             time.sleep(0.1)
+
+    def wait(self, timeout: float) -> int:
+        """Its exit code, once it ends by itself and all it said is read; RuntimeError after `timeout` s."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"rtcodec {self.name} did not end within {timeout:g} s:\n{self.err[-2000:]}") from None
+        self.reader.join(10)
+        return code
 
     def stop(self, signum: int = signal.SIGINT) -> int:
         self.process.send_signal(signum)

@@ -30,6 +30,7 @@ from bench.live_latency import (
     probe_round_trip,
     pulseaudio,
 )
+from bench.send_latency import transmission
 from rtcodec import HOP_LENGTH
 from rtcodec.checkpoint import PUBLISHED_FILES
 from rtcodec.hub import from_pretrained
@@ -165,7 +166,7 @@ def test_send_from_a_microphone_and_receive_to_the_speakers(audio_server, ckpt, 
         args = ["--port", "50631", "--checkpoint-dir", str(ckpt)]
         receive = Command(["receive", *args, "--play", "--output", str(tmp_path / "out.wav"), "--timeout", "5"], env)
         receive.wait_for("listening on UDP")
-        send = Command(["send", *args, "--seconds", "2"], env)
+        send = Command(["send", *args, "--seconds", "2", "--save-input", str(tmp_path / "microphone.wav")], env)
         send.wait_for("enrolling")
         mouth = subprocess.Popen(["pacat", "-d", "rtc_in", *raw, str(tmp_path / "speech.raw")], env=env)
         assert send.process.wait(120) == 0, send.err
@@ -179,3 +180,9 @@ def test_send_from_a_microphone_and_receive_to_the_speakers(audio_server, ckpt, 
     assert sent == 2 * RATE // HOP_LENGTH and written.size == 2 * RATE, (send.err, receive.err)  # as long as sent
     played = window_matches(np.fromfile(tmp_path / "heard.raw", np.float32), written)
     assert (played > 0.95).sum() >= 3, np.round(played, 3)
+    # What it wrote is the library's coding and decoding of what the sender's microphone gave (--save-input: the
+    # enrollment, then what was streamed), through the same packets: 16-bit PCM in the file.
+    streamed, decoded, _ = transmission(ckpt, sf.read(tmp_path / "microphone.wav", dtype="float32")[0], 4)
+    assert streamed.size == 2 * RATE and decoded.size > RATE, (streamed.size, decoded.size)
+    assert np.abs(written[: decoded.size] - decoded).max() < 1e-3
+    assert np.sqrt(np.mean(decoded**2)) > 1e-2  # not silence

@@ -29,6 +29,7 @@ from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import LATENCY_PRESETS, VoiceConversion, check_reference
 from ..streaming import StreamOptions
 from .common import CommandError, add_model_options, check_output, load
+from .playback import PlaybackBuffer
 from .virtual_mic import DEFAULT_NAME, VirtualMic, VirtualMicError
 
 MAX_BACKLOG_SECONDS = 0.2  # of microphone blocks waiting for the worker (at least two blocks)
@@ -137,10 +138,8 @@ class LiveConverter:
         backlog = max(2, math.ceil(MAX_BACKLOG_SECONDS * SAMPLE_RATE / block))
         self.inbox: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=backlog)
         self.gathered = np.zeros(0, dtype=np.float32)  # microphone samples short of a block
-        self.fifo = np.zeros(0, dtype=np.float32)  # converted audio not played yet
-        self.lock = threading.Lock()
-        self.started = False  # playback has begun: from here a short fifo is an xrun
-        self.blocks = self.converted = self.xruns = self.dropped = self.device_errors = 0
+        self.playback = PlaybackBuffer(start=block)  # converted audio not played yet: from a whole block, no slack
+        self.blocks = self.converted = self.dropped_input = self.device_errors = 0
         self.compute_s = 0.0
         self.worker = threading.Thread(target=self._work, name="rtcodec-live-worker", daemon=True)
         self.error: BaseException | None = None
@@ -168,17 +167,10 @@ class LiveConverter:
                 with contextlib.suppress(queue.Empty):
                     self.inbox.get_nowait()
                     self.inbox.task_done()
-                    self.dropped += 1
+                    self.dropped_input += 1
             with contextlib.suppress(queue.Full):  # only the worker takes from it, so there is room now
                 self.inbox.put_nowait(block)
-        with self.lock:
-            if not self.started and self.fifo.size >= self.block:
-                self.started = True
-            take = min(frames, self.fifo.size) if self.started else 0
-            outdata[:take, 0], self.fifo = self.fifo[:take], self.fifo[take:]
-        outdata[take:, 0] = 0.0
-        if self.started and take < frames:
-            self.xruns += 1
+        self.playback.take(outdata[:, 0])
 
     def _work(self) -> None:
         while (block := self.inbox.get()) is not None:
@@ -192,19 +184,21 @@ class LiveConverter:
                 converted = self.pipeline.push(torch.from_numpy(block).view(1, 1, -1)).reshape(-1).cpu().numpy()
                 self.compute_s += time.perf_counter() - start
                 self.converted += 1
-                with self.lock:
-                    self.fifo = np.concatenate([self.fifo, converted])
-                    # A worker catching up appends blocks faster than they play: beyond a block, the oldest is
-                    # skipped, or the delay would stay that much longer.
-                    excess = self.fifo.size - self.block if self.started else 0
-                    if excess >= self.block:
-                        self.fifo = self.fifo[excess:]
-                        self.dropped += excess // self.block
+                self.playback.put(converted)  # a worker catching up: the blocks before this one are skipped
             except BaseException as err:  # shown by the main thread, which stops
                 self.error = err
             finally:
                 self.inbox.task_done()
         self.inbox.task_done()
+
+    @property
+    def xruns(self) -> int:
+        return self.playback.xruns
+
+    @property
+    def dropped(self) -> int:
+        """Blocks dropped: microphone blocks that waited too long, converted ones skipped to catch up."""
+        return self.dropped_input + self.playback.skipped // self.block
 
     @property
     def blocks_held(self) -> int:

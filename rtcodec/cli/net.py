@@ -22,9 +22,11 @@ from ..config import HOP_LENGTH, SAMPLE_RATE
 from ..pipelines import CodecReceiver, CodecSender, speaker_embedding
 from ..transport import MAX_FRAMES_PER_PACKET, REQUEST, Receiver, Sender, packet, sequence_number
 from .common import CommandError, add_model_options, check_output, load, port_number
-from .live import _sounddevice, check_devices
+from .live import _sounddevice, check_devices, device_latency
+from .playback import PlaybackBuffer
 
 DEFAULT_PORT = 50555
+JITTER_SECONDS = 0.1  # a lost packet of 4 frames and as much again of lateness
 ENROLL_SECONDS = 3.0  # microphone audio taken for the speaker embedding before the stream starts
 RECEIVE_BYTES = 2048  # larger than any valid packet: a longer datagram is cut, then fails its CRC
 
@@ -58,6 +60,12 @@ def register(commands) -> None:
     c.add_argument("--seconds", type=_seconds, default=10.0, help="how long to send from the microphone")
     c.add_argument("--no-pacing", action="store_true", help="send a file as fast as possible, not in real time")
     c.add_argument(
+        "--save-input",
+        metavar="PATH",
+        help="write what the microphone gave, the enrollment first, to PATH (32-bit float in a .wav): the library's "
+        "coding of it is what was sent, to replay a session or measure its delay",
+    )
+    c.add_argument(
         "--loss",
         type=_percent,
         default=0.0,
@@ -83,6 +91,21 @@ def register(commands) -> None:
     )
     c.add_argument("--output", help="audio file to write as it is decoded (default: play on the speakers)")
     c.add_argument("--play", action="store_true", help="play on the speakers, also with --output")
+    c.add_argument(
+        "--jitter",
+        type=_seconds,
+        default=JITTER_SECONDS,
+        metavar="SECONDS",
+        help="audio held ahead when playing, so a late or lost packet plays without a gap, at that much more delay "
+        f"(default: {JITTER_SECONDS:g})",
+    )
+    c.add_argument(
+        "--device-latency",
+        type=device_latency,
+        default="high",
+        metavar="low|high|SECONDS",
+        help="the speakers' buffering, as PortAudio takes it (default: high)",
+    )
     c.add_argument(
         "--wait",
         type=_seconds,
@@ -131,12 +154,32 @@ def _peer(value: str) -> tuple[str, int | None]:
         raise CommandError(f"--peer {value}: {err}") from None
 
 
-def _microphone(seconds: float, block: int):
-    """Blocks `[1, 1, block]` from the microphone for `seconds` (blocking reads)."""
-    with _sounddevice().InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", blocksize=block) as mic:
-        for _ in range(int(seconds * SAMPLE_RATE) // block):
-            data, _ = mic.read(block)
-            yield torch.from_numpy(data.copy()).view(1, 1, -1)
+def enrollment_blocks(block: int) -> int:
+    """The microphone blocks of `block` samples that the sender takes for the speaker embedding."""
+    return int(ENROLL_SECONDS * SAMPLE_RATE) // block
+
+
+class _Microphone:
+    """Blocks `[1, 1, block]` read from the microphone (blocking reads), each also written to `saved` if given;
+    `overflows` counts the reads that found audio lost (the sender fell behind)."""
+
+    def __init__(self, block: int, saved: audio.AudioWriter | None) -> None:
+        self.block, self.saved, self.overflows = block, saved, 0
+        self.latency: float | None = None  # the device's buffering in seconds, once open
+
+    def blocks(self, count: int):
+        sd = _sounddevice()
+        with sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", blocksize=self.block) as mic:
+            if self.latency is None:
+                self.latency = mic.latency
+                print(f"microphone: {1000 * mic.latency:.0f} ms of device buffering", file=sys.stderr)
+            for _ in range(count):
+                data, overflowed = mic.read(self.block)
+                self.overflows += bool(overflowed)
+                chunk = torch.from_numpy(data.copy()).view(1, 1, -1)
+                if self.saved is not None:
+                    self.saved.write(chunk)
+                yield chunk
 
 
 def run_send(args: argparse.Namespace, drop: Callable[[int], bool] = lambda seq: False) -> None:
@@ -145,13 +188,26 @@ def run_send(args: argparse.Namespace, drop: Callable[[int], bool] = lambda seq:
         raise CommandError(
             f"--frames-per-packet must be within 1..{MAX_FRAMES_PER_PACKET}, got {args.frames_per_packet}"
         )
+    if args.save_input and args.input is not None:
+        raise CommandError("--save-input keeps what the microphone gave; with an input file, that file is it")
     receiver = _resolve(args.host, args.port)
     block = HOP_LENGTH * args.frames_per_packet
+    if args.save_input:
+        check_output(args.save_input)
+    with contextlib.ExitStack() as stack:  # the saved input holds what was sent, whatever stopped the sender
+        saved = stack.enter_context(audio.AudioWriter(args.save_input, exact=True)) if args.save_input else None
+        _send(args, receiver, _Microphone(block, saved), drop)
+    if saved is not None and saved.samples:
+        print(f"wrote {args.save_input}: {saved.samples / SAMPLE_RATE:.1f} s of the microphone", file=sys.stderr)
+
+
+def _send(args: argparse.Namespace, receiver: tuple, microphone: _Microphone, drop: Callable[[int], bool]) -> None:
+    block = microphone.block
     if args.input is None:  # the speaker embedding comes from the first seconds, the stream from what follows
         check_devices(_sounddevice(), needs_output=False)
         print(f"enrolling: speak for {ENROLL_SECONDS:g} s", file=sys.stderr)
-        enrollment = torch.cat(list(_microphone(ENROLL_SECONDS, block)), dim=2)
-        blocks, paced = _microphone(args.seconds, block), False
+        enrollment = torch.cat(list(microphone.blocks(enrollment_blocks(block))), dim=2)
+        blocks, paced = microphone.blocks(int(args.seconds * SAMPLE_RATE) // block), False
     else:
         enrollment = audio.read(args.input)
         blocks = (enrollment[..., i : i + block] for i in range(0, enrollment.shape[2], block))
@@ -178,9 +234,12 @@ def run_send(args: argparse.Namespace, drop: Callable[[int], bool] = lambda seq:
     sender = Sender(send, speaker_embedding(models.encoder, models.decoder, enrollment)[0], args.frames_per_packet)
     codec = CodecSender(models.encoder, models.decoder)
     print(f"sending to {args.host}:{args.port}", file=sys.stderr, flush=True)
-    start = time.monotonic()
+    start, coding = time.monotonic(), 0.0
     for i, chunk in enumerate(blocks):
-        sender.push(codec.push(chunk))
+        began = time.perf_counter()
+        codes = codec.push(chunk)
+        coding += time.perf_counter() - began
+        sender.push(codes)
         _answer_requests(sock, sender)
         # A file goes out in real time, as if spoken; unpaced, a short pause lets the receiver's socket drain.
         time.sleep(max(0.0, start + i * block / SAMPLE_RATE - time.monotonic()) if paced else 0.001)
@@ -188,17 +247,26 @@ def run_send(args: argparse.Namespace, drop: Callable[[int], bool] = lambda seq:
     sender.end(codec.padding, END_SPACING_S)
     print(
         f"sent {sender.frames} frames in {sender.seq} packets to {args.host}:{args.port}; "
-        f"{sender.requests} speaker requests answered",
+        f"{sender.requests} speaker requests answered; {_compute(coding, sender.frames)}",
         file=sys.stderr,
     )
     if args.loss:
         print(f"--loss {args.loss:g}: dropped {lost} of the packets on purpose", file=sys.stderr)
+    if microphone.overflows:
+        lost_input = f"warning: the microphone overflowed {microphone.overflows} times (the sender fell behind)"
+        print(lost_input, file=sys.stderr)
     if refused:
         print(
             f"warning: {refused} packets were refused: nothing was listening on {args.host}:{args.port} then "
             "(start `rtcodec receive` first)",
             file=sys.stderr,
         )
+
+
+def _compute(seconds: float, frames: int) -> str:
+    """The compute spent on `frames`, against their length: over 1 (RTF), the machine does not keep up."""
+    audio_s = frames * HOP_LENGTH / SAMPLE_RATE
+    return f"compute {seconds:.1f} s for {audio_s:.1f} s of audio (RTF {seconds / max(audio_s, 1e-9):.2f})"
 
 
 def _answer_requests(sock: socket.socket, sender: Sender) -> None:
@@ -225,11 +293,12 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
         sock.bind((args.bind, args.port))
     except OSError as err:
         raise CommandError(f"cannot listen on {args.bind}:{args.port}: {err.strerror or err}") from None
-    player = _Player() if play else None  # first: a device that fails to open leaves no file behind
+    # The player first: a device that fails to open leaves no file behind.
+    player = _Player(args.jitter, args.device_latency) if play else None
     writer = audio.AudioWriter(args.output) if args.output else None
     sinks = [sink for sink in (writer, player) if sink is not None]
     receiver = Receiver(
-        start=lambda speaker: CodecReceiver(models.decoder, speaker[None]),
+        start=lambda speaker: _Timed(CodecReceiver(models.decoder, speaker[None])),
         on_audio=lambda chunk: [sink.write(chunk) for sink in sinks],
         peer=peer,
         request=lambda address: sock.sendto(packet(REQUEST, 0), address),
@@ -244,7 +313,8 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
             _receive(sock, receiver, args.wait, args.timeout)
     finally:  # the output holds what came, whatever stopped the receiver
         frames = receiver.decoded_frames
-        print(f"received {frames} frames: {receiver.counts.summary(frames)}", file=sys.stderr)
+        compute = f"; {_compute(receiver.stream.seconds, frames)}" if receiver.stream is not None else ""
+        print(f"received {frames} frames: {receiver.counts.summary(frames)}{compute}", file=sys.stderr)
         if receiver.origin:
             missed = receiver.origin * HOP_LENGTH / SAMPLE_RATE
             print(
@@ -252,6 +322,9 @@ def run_receive(args: argparse.Namespace, ready: Callable[[], None] = lambda: No
                 "packet that came, and are not in the output",
                 file=sys.stderr,
             )
+        if player is not None:
+            skipped = player.buffer.skipped / SAMPLE_RATE
+            print(f"played with {player.xruns} xruns, {skipped:.2f} s skipped to catch up", file=sys.stderr)
         if writer is not None and writer.samples:
             print(f"wrote {args.output}: {writer.samples / SAMPLE_RATE:.2f} s of audio")
 
@@ -283,19 +356,61 @@ def _receive(sock: socket.socket, receiver: Receiver, wait: float | None, timeou
             last_valid = time.monotonic()
 
 
-class _Player:
-    """Plays decoded chunks as they come, through a blocking sounddevice output stream."""
+class _Timed:
+    """A decoding stream that keeps the time its pushes took (`seconds`)."""
 
-    def __init__(self) -> None:
-        self.stream = _sounddevice().OutputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32")
+    def __init__(self, stream: CodecReceiver) -> None:
+        self.stream, self.seconds = stream, 0.0
+
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        began = time.perf_counter()
+        try:
+            return self.stream.push(codes)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def flush(self, padding: int = 0) -> torch.Tensor:
+        return self.stream.flush(padding)
+
+
+class _Player:
+    """Plays decoded chunks as they come: a device callback drains a `PlaybackBuffer` that holds `jitter` seconds
+    ahead (a late packet or a lost one's concealment plays without a gap; a burst after a stall is skipped)."""
+
+    def __init__(self, jitter: float, device_latency: str | float) -> None:
+        sd = _sounddevice()
+        slack = round(jitter * SAMPLE_RATE)
+        self.buffer = PlaybackBuffer(start=max(slack, 1), slack=slack)
+        try:
+            self.stream = sd.OutputStream(
+                samplerate=SAMPLE_RATE, channels=1, dtype="float32", latency=device_latency, callback=self._play
+            )
+        except sd.PortAudioError as err:
+            raise CommandError(f"cannot open the speakers: {err}") from None
         self.stream.start()
+        self.xruns = 0
+        print(
+            f"playing with {1000 * self.stream.latency:.0f} ms of device buffering and a {1000 * jitter:.0f} ms "
+            "jitter buffer",
+            file=sys.stderr,
+        )
+
+    def _play(self, outdata, frames, time_info, status) -> None:
+        self.buffer.take(outdata[:, 0])
 
     def write(self, chunk: torch.Tensor) -> None:
         if chunk.numel():
-            self.stream.write(chunk.reshape(-1, 1).cpu().numpy())
+            self.buffer.put(chunk.reshape(-1).cpu().numpy())
 
     def __enter__(self) -> _Player:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        self.xruns = self.buffer.xruns  # from here on, an empty buffer is the end, not an xrun
+        if exc_type is None:  # what waits plays out first
+            self.buffer.finish()
+            deadline = time.monotonic() + self.buffer.samples.size / SAMPLE_RATE + 1.0
+            while self.buffer.samples.size and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(self.stream.latency)
         self.stream.close()
