@@ -818,3 +818,21 @@ def test_export_onnx_refuses_bad_targets_before_any_work(ckpt, tmp_path, capsys)
     assert code == 1 and "exists and is not an empty folder" in err and (taken / "x").read_text() == "mine"
     code, err = run(capsys, "export", "--onnx", tmp_path / "nowhere" / "x", "--checkpoint-dir", ckpt)
     assert code == 1 and "does not exist" in err
+
+
+def test_the_command_line_runs_without_the_optional_stacks(ckpt, clips, tmp_path):
+    """Without the serve extra (Starlette, uvicorn) or onnxruntime: the other commands work, and `serve` says
+    which extra it needs, in one line."""
+    script = f"""
+import sys
+for name in ("starlette", "uvicorn", "onnxruntime", "ray"):
+    sys.modules[name] = None  # as if not installed: importing them fails
+from rtcodec.cli import main
+code = main(["reconstruct", {str(clips["rms"])!r}, {str(tmp_path / "out.wav")!r}, "--checkpoint-dir", {str(ckpt)!r}])
+print("reconstruct", code)
+sys.exit(main(["serve", "--checkpoint-dir", {str(ckpt)!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "reconstruct 0" in done.stdout and (tmp_path / "out.wav").exists(), done.stderr
+    assert done.returncode == 1 and "pip install 'rtcodec[serve]'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
