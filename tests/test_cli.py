@@ -836,3 +836,23 @@ sys.exit(main(["serve", "--checkpoint-dir", {str(ckpt)!r}]))
     assert "reconstruct 0" in done.stdout and (tmp_path / "out.wav").exists(), done.stderr
     assert done.returncode == 1 and "pip install 'rtcodec[serve]'" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("latency", "message"),
+    [
+        ("fast", "--latency takes presets among exact, balanced, low, or auto alone, got 'fast'"),
+        ("auto,exact", "or auto alone, got 'auto,exact'"),
+        ("", "or auto alone, got ''"),
+    ],
+)
+def test_serve_refuses_a_latency_it_does_not_offer(capsys, latency, message):
+    pytest.importorskip("starlette", reason="the serve extra is not installed")
+    code, err = run(capsys, "serve", "--latency", latency)
+    assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+def test_serve_latency_auto_is_not_for_ray(capsys):
+    pytest.importorskip("starlette", reason="the serve extra is not installed")
+    code, err = run(capsys, "serve", "--latency", "auto", "--ray")
+    assert code == 1 and "--latency auto times one machine; with --ray, name the presets" in err, err

@@ -17,6 +17,7 @@ pytest.importorskip("starlette", reason="the serve extra is not installed (pip i
 from starlette.testclient import TestClient  # noqa: E402
 
 from rtcodec.hub import Pretrained  # noqa: E402
+from rtcodec.pipelines import LATENCY_PRESETS  # noqa: E402
 from rtcodec.scheduler import CallerScheduler  # noqa: E402
 from rtcodec.serve import ServeOptions, create_app  # noqa: E402
 from rtcodec.serve.engine import JITTER_BLOCKS, OVERLOAD_SECONDS, STALL_SECONDS, Engine  # noqa: E402
@@ -468,6 +469,28 @@ def test_the_block_size_is_the_fewest_hops_that_keep_up():
     )
 
 
+def test_latency_auto_offers_the_lowest_preset_that_keeps_up():
+    """`choose_preset` from stubbed sizings: the lowest latency first, the first that keeps up; exact (the cheapest)
+    where none does."""
+    from rtcodec.serve.sizing import AUTO_ORDER, Sizing, choose_preset, describe_preset
+
+    rtf = {"low": 2.4, "balanced": 0.7, "exact": 0.3}  # of a one-slot tick at 4 hops
+    asked = []
+
+    def size(preset):
+        asked.append(preset)
+        return Sizing(1, 4, rtf[preset] * 0.05, rtf[preset] <= 0.8)
+
+    preset, tried = choose_preset(size)
+    assert AUTO_ORDER == ("low", "balanced", "exact") and asked == ["low", "balanced"] and preset == "balanced"
+    line = describe_preset(preset, tried)
+    assert line.startswith("--latency auto: balanced (low does not keep up (240% of real time)); 1 slot per preset")
+    rtf.update(balanced=1.5, exact=1.2)
+    preset, tried = choose_preset(size)
+    assert preset == "exact" and list(tried) == ["low", "balanced", "exact"]
+    assert "this machine cannot serve 1 caller per preset in real time" in describe_preset(preset, tried)
+
+
 def test_the_block_size_is_measured_on_the_models(models):
     from rtcodec.serve.sizing import CANDIDATE_HOPS
 
@@ -476,3 +499,12 @@ def test_the_block_size_is_measured_on_the_models(models):
     assert sizing.slots == 2 and sizing.hops_per_tick in CANDIDATE_HOPS and sizing.tick_seconds > 0
     assert app.state.server.info()["block"] == 200 * sizing.hops_per_tick
     assert app.state.server.engines["exact"].scheduler.slots == 2
+
+
+def test_latency_auto_serves_one_preset_measured_on_the_models(models):
+    server = create_app(models, ServeOptions(slots=1, hops_per_tick=8, latencies=("auto",))).state.server
+    (preset,) = server.engines  # one batch, of the preset chosen
+    assert preset in LATENCY_PRESETS and server.options.latencies == (preset,)
+    assert server.info()["latencies"] == [preset]
+    assert server.sizing.slots == 1 and server.sizing.hops_per_tick == 8
+    assert server.sizing_line.startswith(f"--latency auto: {preset}")

@@ -14,6 +14,7 @@ from ..backends import BACKENDS
 from ..hub import from_pretrained
 from ..pipelines import LATENCY_PRESETS
 from ..serve.protocol import HEADER_TIMEOUT_S
+from ..serve.sizing import AUTO
 from .common import CommandError, add_model_options, load, port_number
 
 
@@ -57,8 +58,8 @@ def register(commands) -> None:
     c.add_argument(
         "--latency",
         default="exact",
-        help=f"comma-separated presets offered to callers, each its own batch: {', '.join(LATENCY_PRESETS)} "
-        "(default: exact)",
+        help=f"comma-separated presets offered to callers, each its own batch: {', '.join(LATENCY_PRESETS)}; or auto: "
+        "times this machine at start-up and offers the lowest that serves a caller in real time (default: exact)",
     )
     c.add_argument(
         "--hops-per-tick",
@@ -94,8 +95,12 @@ def run_serve(args: argparse.Namespace) -> None:
         raise CommandError(f"rtcodec serve needs its extra: pip install 'rtcodec[serve]' ({err})") from None
     latencies = tuple(name.strip() for name in args.latency.split(",") if name.strip())
     unknown = [name for name in latencies if name not in LATENCY_PRESETS]
-    if unknown or not latencies:
-        raise CommandError(f"--latency takes presets among {', '.join(LATENCY_PRESETS)}, got {args.latency!r}")
+    if latencies != (AUTO,) and (unknown or not latencies):
+        raise CommandError(
+            f"--latency takes presets among {', '.join(LATENCY_PRESETS)}, or auto alone, got {args.latency!r}"
+        )
+    if latencies == (AUTO,) and args.ray:
+        raise CommandError("--latency auto times one machine; with --ray, name the presets to offer")
     if min(args.slots or 1, args.hops_per_tick or 1, args.threads or 1) < 1:
         raise CommandError("--slots, --hops-per-tick and --threads must be at least 1")
     if not 0 < args.header_timeout < float("inf"):
@@ -113,7 +118,9 @@ def run_serve(args: argparse.Namespace) -> None:
     if args.ray:
         return _run_on_ray(args, options)
     models = load(args, "v1")
-    if args.slots is None or args.hops_per_tick is None:
+    if latencies == (AUTO,):
+        print("rtcodec serve: --latency auto: timing each preset on this machine, the lowest first", file=sys.stderr)
+    elif args.slots is None or args.hops_per_tick is None:
         print(
             "rtcodec serve: timing this machine to choose the slots and block size (--slots and --hops-per-tick "
             "skip it)",
@@ -121,8 +128,8 @@ def run_serve(args: argparse.Namespace) -> None:
         )
     app = create_app(models, options)
     server = app.state.server
-    if server.sizing is not None:
-        print(f"rtcodec serve: {server.sizing.describe()}", file=sys.stderr)
+    if server.sizing_line:
+        print(f"rtcodec serve: {server.sizing_line}", file=sys.stderr)
     print(
         f"rtcodec serve: open http://{args.host}:{args.port}/ ({server.options.slots} slots per preset)",
         file=sys.stderr,

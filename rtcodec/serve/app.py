@@ -61,7 +61,7 @@ class ServeOptions:
 
     slots: int | None = 4  # None: measured at start-up, the most (up to 4) this machine keeps up with (sizing.py)
     hops_per_tick: int | None = 1  # None: measured at start-up, the fewest this machine keeps up with
-    latencies: tuple[str, ...] = ("exact",)
+    latencies: tuple[str, ...] = ("exact",)  # ("auto",): the lowest that this machine serves (sizing.py)
     backend: str | None = None  # how settled ticks run (rtcodec.backends); None: the device's default
     max_pending_s: float = 1.0  # audio a caller may send ahead of the ticks before it is cut off as too fast
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
@@ -115,12 +115,21 @@ class Server:
         self.forbidden_logged = -math.inf
         self.name = f"{socket.gethostname()}:{os.getpid()}" if options.expose_host else None
         self.sizing: sizing.Sizing | None = None
-        if options.slots is None or options.hops_per_tick is None:
+        self.sizing_line = ""  # what the start-up measurement chose, and why
+        if options.latencies == (sizing.AUTO,):
+            preset, tried = sizing.choose_preset(
+                lambda name: sizing.measure(models, (name,), options.backend, options.slots, options.hops_per_tick)
+            )
+            self.sizing, self.sizing_line = tried[preset], sizing.describe_preset(preset, tried)
+            options = replace(options, latencies=(preset,))
+        elif options.slots is None or options.hops_per_tick is None:
             self.sizing = sizing.measure(
                 models, options.latencies, options.backend, options.slots, options.hops_per_tick
             )
+            self.sizing_line = self.sizing.describe()
+        if self.sizing is not None:
             options = replace(options, slots=self.sizing.slots, hops_per_tick=self.sizing.hops_per_tick)
-            self.options = options
+        self.options = options
         self.engines: dict[str, Engine] = {}
         for preset in options.latencies:
             if preset not in LATENCY_PRESETS:

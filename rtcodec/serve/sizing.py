@@ -4,6 +4,9 @@ A tick carries one block of every slot, and every slot is computed each tick. So
 `--hops-per-tick` (or `--slots`) times a full tick (every slot taken, in every preset offered, since their batches
 share the machine) in `realtime.first_fit`'s search: the most slots among `CANDIDATE_SLOTS` whose tick fits
 `HEADROOM` of real time at the largest block, then the fewest hops that still fit.
+
+`--latency auto` sizes one preset at a time, the lowest latency first, and offers the first that serves a caller
+in real time (`choose_preset`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from ..scheduler import CallerScheduler
 from ..streaming import StreamOptions
 
 CANDIDATE_SLOTS = (4, 2, 1)
+AUTO = "auto"
+AUTO_ORDER = ("low", "balanced", "exact")  # the lowest latency first; exact, with no lookahead to redo, costs least
 
 Measure = Callable[[int, int], float]  # (slots, hops) -> seconds of compute of a full tick
 
@@ -51,6 +56,24 @@ def choose(measure: Measure, slots: Sequence[int] = CANDIDATE_SLOTS, hops: Seque
     """The most `slots` whose full tick fits at the largest of `hops`, then the fewest `hops` that fit for them;
     the last slots and the largest hops where nothing fits."""
     return Sizing(*astuple(first_fit(measure, slots, hops)))
+
+
+def choose_preset(size: Callable[[str], Sizing], presets: Sequence[str] = AUTO_ORDER) -> tuple[str, dict[str, Sizing]]:
+    """The first of `presets` whose `size(preset)` keeps up, or the last where none does; with the sizings tried,
+    in order."""
+    tried = {}
+    for preset in presets:
+        tried[preset] = size(preset)
+        if tried[preset].keeps_up:
+            break
+    return preset, tried
+
+
+def describe_preset(preset: str, tried: dict[str, Sizing]) -> str:
+    """The start-up line of `--latency auto`: the preset chosen, and why the lower ones were not."""
+    missed = [f"{name} does not keep up ({100 * sizing.rtf:.0f}% of real time)" for name, sizing in tried.items()]
+    why = f" ({'; '.join(missed[:-1])})" if len(missed) > 1 else ""
+    return f"--latency auto: {preset}{why}; {tried[preset].describe()}"
 
 
 @torch.inference_mode()
