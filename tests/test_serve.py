@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
 import json
 import struct
@@ -117,6 +118,25 @@ def test_two_callers_each_get_their_own_exact_output(models):
         out = np.concatenate([samples for _, samples in got])
         expected = expected_output(models, server.voice(voice), blocks, [c for c, _ in got], mode)
         assert wire_equal(out, expected)
+
+
+def test_a_server_with_half_precision_synthesis_answers_in_fp32s_voice(models):
+    """`rtcodec serve --precision bf16`: the batch's synthesis in bf16, the codes in fp32; a caller hears what the
+    fp32 pipeline gives, within bf16's rounding (tests/test_precision.py states its SNR)."""
+    half = Pretrained(models.encoder, copy.deepcopy(models.decoder).set_synthesis_dtype(torch.bfloat16))
+    app = create_app(half, ServeOptions(slots=1))
+    with client_of(app) as client, client.websocket_connect(WS) as ws:
+        ws.send_text(hello())
+        assert json.loads(ws.receive_text())["type"] == "ready"
+        blocks, got = speech(1.2, 1), []
+        for i, block in enumerate(blocks):
+            ws.send_bytes(audio_message(i, block))
+            got += receive_until(ws, 1)
+    out = np.concatenate([samples for _, samples in got])
+    speaker = app.state.server.voice("bright").float()
+    expected = expected_output(models, speaker, blocks, [c for c, _ in got], "convert")
+    assert out.shape == expected.shape and np.abs(expected).max() > 0.01
+    assert 10 * np.log10(np.sum(expected**2) / np.sum((out - expected) ** 2)) > 30
 
 
 def close_of(ws) -> tuple[int, str]:

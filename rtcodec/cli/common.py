@@ -23,11 +23,25 @@ class CommandError(Exception):
     """A problem with what the user asked for, reported as one line."""
 
 
-def add_model_options(command: argparse.ArgumentParser) -> None:
+# The synthesis precisions: the speaker encoder and the synthesis run in it, the encoder and the quantizers in fp32
+# (the codes never change). What each costs in fidelity and speed is in the README.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_model_options(command: argparse.ArgumentParser, synthesis: bool = True) -> None:
+    """--checkpoint-dir and --device; and --precision where the command synthesizes audio (`synthesis`)."""
     command.add_argument(
         "--checkpoint-dir", metavar="DIR", help="folder with the published .bin files (default: the hub cache)"
     )
     command.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    if synthesis:
+        command.add_argument(
+            "--precision",
+            choices=list(PRECISIONS),
+            default="fp32",
+            help="of the synthesis; the codes stay fp32 and never change. bf16 is faster only on CPUs with bf16 "
+            "instructions (AVX-512 BF16, AMX) and GPUs (default: fp32)",
+        )
 
 
 def port_number(value: str) -> int:
@@ -57,7 +71,8 @@ def load(args: argparse.Namespace, version: str, redecoder: bool = False) -> Pre
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CommandError("--device cuda was asked for, but torch sees no CUDA GPU")
     try:
-        return from_pretrained(version, device, checkpoint_dir=args.checkpoint_dir, redecoder=redecoder)
+        dtype = PRECISIONS[getattr(args, "precision", "fp32")]
+        return from_pretrained(version, device, dtype, checkpoint_dir=args.checkpoint_dir, redecoder=redecoder)
     except CheckpointNotFoundError as err:
         if not err.names:  # a file missing from --checkpoint-dir: the error names it
             raise

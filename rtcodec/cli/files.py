@@ -42,7 +42,7 @@ def register(commands) -> None:
     c.add_argument("output", help=".fac file to write (a folder, for a folder or a list)")
     c.add_argument("--model", choices=["v1", "v2"], default="v1", help="FACodec version of the codes (default: v1)")
     c.add_argument("--batch-size", type=int, default=8, help="clips encoded at once, for a folder or list (8)")
-    add_model_options(c)
+    add_model_options(c, synthesis=False)
     c.set_defaults(run=run_encode)
 
     c = commands.add_parser("decode", help=".fac bitstream to an audio file")

@@ -181,7 +181,7 @@ class LiveConverter:
                 if self.saved is not None:
                     self.saved.write(torch.from_numpy(block))
                 start = time.perf_counter()
-                converted = self.pipeline.push(torch.from_numpy(block).view(1, 1, -1)).reshape(-1).cpu().numpy()
+                converted = self.pipeline.push(torch.from_numpy(block).view(1, 1, -1)).reshape(-1).float().cpu().numpy()
                 self.compute_s += time.perf_counter() - start
                 self.converted += 1
                 self.playback.put(converted)  # a worker catching up: the blocks before this one are skipped

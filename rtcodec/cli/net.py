@@ -72,7 +72,7 @@ def register(commands) -> None:
         metavar="PERCENT",
         help="drop this share of the packets at random, to hear and measure the receiver's concealment (default: 0)",
     )
-    add_model_options(c)
+    add_model_options(c, synthesis=False)
     c.set_defaults(run=run_send)
 
     c = commands.add_parser("receive", help="receive codes over UDP, decode them, play them or write a file")
@@ -400,7 +400,7 @@ class _Player:
 
     def write(self, chunk: torch.Tensor) -> None:
         if chunk.numel():
-            self.buffer.put(chunk.reshape(-1).cpu().numpy())
+            self.buffer.put(chunk.reshape(-1).float().cpu().numpy())
 
     def __enter__(self) -> _Player:
         return self

@@ -130,8 +130,9 @@ def run_serve(args: argparse.Namespace) -> None:
     server = app.state.server
     if server.sizing_line:
         print(f"rtcodec serve: {server.sizing_line}", file=sys.stderr)
+    slots = server.options.slots
     print(
-        f"rtcodec serve: open http://{args.host}:{args.port}/ ({server.options.slots} slots per preset)",
+        f"rtcodec serve: open http://{args.host}:{args.port}/ ({slots} slot{'s' if slots > 1 else ''} per preset)",
         file=sys.stderr,
     )
     if args.host in EVERY_ADDRESS and "*" not in options.allowed_hosts:
