@@ -404,9 +404,11 @@ def test_live_drops_what_falls_behind_so_the_delay_stays_bounded():
     for n in (1, 2, 3):
         device(n)
     assert converter.dropped == 1 and converter.inbox.qsize() == 2  # block 1 went; 2 and 3 wait
+    assert converter.queued_ms == 200 and "queued 200 ms" in converter.status_line(683.0)  # beyond what it states
     Stalling.release.set()
     converter.wait_idle()
     assert converter.playback.samples.size == 3 * block and not converter.playback.started  # blocks 0, 2, 3
+    assert converter.queued_ms == 200  # two blocks beyond the one held, to play
     device(4)  # playback starts with block 0; block 4 is converted: 2, 3 and 4 would wait to play
     converter.wait_idle()
     assert np.array_equal(out[:, 0], 0.5 * mic[:block, 0])

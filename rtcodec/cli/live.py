@@ -209,6 +209,13 @@ class LiveConverter:
         """The whole latency: the pipeline's lookahead, the blocks held, and the devices' buffers."""
         return algorithmic_ms + 1000 * self.blocks_held * self.block / SAMPLE_RATE + device_ms
 
+    @property
+    def queued_ms(self) -> float:
+        """The delay now beyond the latency stated: microphone blocks waiting for the worker, and converted audio
+        waiting to play beyond the block held (at most `MAX_BACKLOG_SECONDS` and a block: the rest is dropped)."""
+        beyond = self.inbox.qsize() * self.block + max(0, self.playback.samples.size - self.block)
+        return 1000 * beyond / SAMPLE_RATE
+
     def status_line(self, algorithmic_ms: float, device_ms: float = 0.0) -> str:
         block_ms = 1000 * self.block / SAMPLE_RATE
         compute_ms = 1000 * self.compute_s / max(self.converted, 1)
@@ -216,8 +223,8 @@ class LiveConverter:
         blocks = f"{self.blocks_held} x {block_ms:.1f} blocks" if self.blocks_held > 1 else f"{block_ms:.1f} block"
         return (
             f"latency {latency:.0f} ms ({algorithmic_ms:.0f} lookahead + {blocks} + {device_ms:.0f} devices) | "
-            f"compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) | xruns {self.xruns} | "
-            f"dropped {self.dropped} | device errors {self.device_errors}"
+            f"queued {self.queued_ms:.0f} ms | compute {compute_ms:.1f} ms per block (RTF {compute_ms / block_ms:.2f}) "
+            f"| xruns {self.xruns} | dropped {self.dropped} | device errors {self.device_errors}"
         )
 
 
