@@ -52,13 +52,14 @@ def transmission(
     sample i of the other), and the algorithmic latency in samples (both lookaheads and a packet's frames)."""
     import torch
 
+    from rtcodec import HOP_LENGTH
     from rtcodec.cli.net import enrollment_blocks
     from rtcodec.hub import from_pretrained
     from rtcodec.pipelines import CodecReceiver, CodecSender, speaker_embedding
     from rtcodec.transport import Receiver, Sender
 
     models = from_pretrained("v1", checkpoint_dir=checkpoint_dir)
-    block = frames_per_packet * 200
+    block = frames_per_packet * HOP_LENGTH
     wav = torch.from_numpy(microphone).view(1, 1, -1)
     enrolled = enrollment_blocks(block) * block
     out, decoders = [], []
