@@ -24,7 +24,9 @@ What a `Receiver` accepts (its threat model):
 - only frame indices within `max_gap_frames` of the last frame received (a jump beyond is damage, not a
   gap to conceal), so no packet makes it decode more than that many frames of concealment;
 - at most `max_waiting_frames` frames of codes held while the speaker embedding has not come.
-Every packet costs bounded work and memory; none can raise.
+Every packet costs bounded work and memory; none can raise. Frames taken with `handle(..., decode=False)` wait
+for `decode()`, which pushes them to the stream at once (a receiver catching up: a longer push costs less per
+frame).
 """
 
 from __future__ import annotations
@@ -240,7 +242,8 @@ class Receiver:
     next_frame: int = 0  # the next frame to decode
     frontier: int = 0  # one past the last frame received (at least next_frame)
     ended: bool = False
-    last: torch.Tensor | None = None  # the last frame decoded, which stands in for lost ones
+    last: torch.Tensor | None = None  # the last frame taken, which stands in for lost ones
+    undecoded: list[torch.Tensor] = field(default_factory=list)  # frames taken, not yet pushed to the stream
     waiting: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # codes before the speaker
     last_request: float = -math.inf
 
@@ -253,9 +256,23 @@ class Receiver:
     def decoded_frames(self) -> int:
         return 0 if self.origin is None else self.next_frame - self.origin
 
-    def handle(self, data: bytes, source: Hashable = None) -> bool:
+    def handle(self, data: bytes, source: Hashable = None, decode: bool = True) -> bool:
         """Take one datagram from `source`; True if it was a well-formed packet from the peer (the only kind
-        that should keep a receiver waiting for more)."""
+        that should keep a receiver waiting for more). `decode=False` holds its frames for the next `decode()`:
+        a receiver that fell behind decodes what waits in one longer push, which costs less per frame."""
+        try:
+            return self._take(data, source)
+        finally:
+            if decode:
+                self.decode()
+
+    def decode(self) -> None:
+        """Push the frames taken so far to the stream, in one push."""
+        if self.undecoded:
+            codes, self.undecoded = torch.cat(self.undecoded, dim=1), []
+            self.on_audio(self.stream.push(codes[:, None]))
+
+    def _take(self, data: bytes, source: Hashable) -> bool:
         if self.ended:
             return False
         try:
@@ -292,6 +309,7 @@ class Receiver:
         if self.stream is not None:
             if total is not None:
                 self._conceal(total - self.next_frame)
+            self.decode()
             self.on_audio(self.stream.flush(padding if total is not None else 0))
 
     def _from_peer(self, source: Hashable, kind: int) -> bool:
@@ -365,6 +383,6 @@ class Receiver:
         self._decode(filler.expand(-1, missing))
 
     def _decode(self, codes: torch.Tensor) -> None:
-        self.on_audio(self.stream.push(codes[:, None]))
+        self.undecoded.append(codes)
         self.next_frame += codes.shape[1]
         self.last = codes[:, -1:]

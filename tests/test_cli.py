@@ -880,3 +880,21 @@ def test_precision_runs_the_synthesis_in_half_and_keeps_the_codes(ckpt, clips, t
     with pytest.raises(SystemExit):  # argparse's usage error
         main(["encode", str(clips["slt"]), str(tmp_path / "x.fac"), "--precision", "bf16"])
     assert "unrecognized arguments: --precision bf16" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not net.DONT_WAIT, reason="this platform's sockets cannot be read without waiting")
+def test_the_receiver_takes_what_waits_in_its_socket_up_to_a_batch():
+    import socket
+
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
+    ):
+        sock.bind(("127.0.0.1", 0))
+        assert list(net._waiting(sock)) == []  # nothing waits: no wait either
+        for i in range(net.MAX_BATCH + 5):  # on the loopback, a datagram is in the socket once sent
+            peer.sendto(bytes([i]), sock.getsockname())
+        assert sock.recv(net.RECEIVE_BYTES) == bytes([0])
+        waiting = [data for data, _ in net._waiting(sock)]
+        assert waiting == [bytes([i]) for i in range(1, net.MAX_BATCH)]  # the batch's rest, in order
+        assert len(list(net._waiting(sock))) == 5

@@ -268,3 +268,21 @@ def test_fuzzed_packets_never_raise_and_memory_stays_bounded():
         tracemalloc.stop()
     # The fuzzer reached every path: packets accepted, damaged, foreign, and signals ended.
     assert counts["receivers"] > 5 and counts["damaged"] > 1000 and counts["accepted"] > 100 and counts["foreign"]
+
+
+def test_frames_taken_without_decoding_go_to_the_stream_in_one_push():
+    """A receiver that fell behind takes what waits with `decode=False`, then decodes it in one longer push: the
+    same frames, losses concealed, in order; the end decodes what is held before flushing."""
+    heard = []
+    r = receiver(on_audio=lambda wav: heard.append(wav.shape[2]))
+    assert r.handle(SPEAKER_PACKET, PEER, decode=False)
+    for seq, first in ((1, 0), (2, 4), (4, 12)):  # frames 8 to 11 lost
+        assert r.handle(codes_packet(seq, first, codes(4, seq)), PEER, decode=False)
+    assert heard == [] and r.stream.frames == 0 and r.decoded_frames == 16
+    r.decode()
+    assert heard == [16 * 200] and r.stream.largest_push == 16 and r.counts.lost_frames == 4
+    r.decode()  # nothing held: nothing pushed
+    assert heard == [16 * 200]
+    assert r.handle(codes_packet(5, 16, codes(4)), PEER, decode=False)
+    assert r.handle(end_packet(6, 22, 50), PEER, decode=False)  # 2 frames lost before the end, then flushed
+    assert r.ended and r.stream.flushed and heard == [16 * 200, 6 * 200, 0] and r.stream.frames == 22

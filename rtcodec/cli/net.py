@@ -29,6 +29,8 @@ DEFAULT_PORT = 50555
 JITTER_SECONDS = 0.1  # a lost packet of 4 frames and as much again of lateness
 ENROLL_SECONDS = 3.0  # microphone audio taken for the speaker embedding before the stream starts
 RECEIVE_BYTES = 2048  # larger than any valid packet: a longer datagram is cut, then fails its CRC
+MAX_BATCH = 32  # datagrams decoded in one push where they wait together (a receiver behind catches up)
+DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)  # Linux and macOS; elsewhere one datagram at a time
 
 
 def _seconds(value: str) -> float:
@@ -352,8 +354,22 @@ def _receive(sock: socket.socket, receiver: Receiver, wait: float | None, timeou
             continue
         except OSError:  # e.g. an ICMP error for a REQUEST sent to a sender that has gone
             continue
-        if receiver.handle(data, source):
+        valid = receiver.handle(data, source, decode=False)
+        for data, source in _waiting(sock):  # decoded with it, in one longer push: how a receiver catches up
+            valid = receiver.handle(data, source, decode=False) or valid
+        receiver.decode()
+        if valid:
             last_valid = time.monotonic()
+
+
+def _waiting(sock: socket.socket):
+    """The datagrams that already wait in the socket, up to `MAX_BATCH - 1` (none where the platform cannot read
+    without waiting)."""
+    for _ in range(MAX_BATCH - 1 if DONT_WAIT else 0):
+        try:
+            yield sock.recvfrom(RECEIVE_BYTES, DONT_WAIT)
+        except OSError:  # nothing waits (BlockingIOError), or an ICMP error
+            return
 
 
 class _Timed:
