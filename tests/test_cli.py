@@ -882,8 +882,7 @@ def test_precision_runs_the_synthesis_in_half_and_keeps_the_codes(ckpt, clips, t
     assert "unrecognized arguments: --precision bf16" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not net.DONT_WAIT, reason="this platform's sockets cannot be read without waiting")
-def test_the_receiver_takes_what_waits_in_its_socket_up_to_a_batch():
+def test_the_receiver_takes_what_waits_in_its_socket_up_to_a_batch_without_waiting():
     import socket
 
     with (
@@ -891,10 +890,28 @@ def test_the_receiver_takes_what_waits_in_its_socket_up_to_a_batch():
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
     ):
         sock.bind(("127.0.0.1", 0))
-        assert list(net._waiting(sock)) == []  # nothing waits: no wait either
+        sock.settimeout(5.0)  # as the receive loop leaves it
+        assert list(net._waiting(sock)) == [] and sock.gettimeout() == 5.0  # nothing waits: no wait either
         for i in range(net.MAX_BATCH + 5):  # on the loopback, a datagram is in the socket once sent
             peer.sendto(bytes([i]), sock.getsockname())
         assert sock.recv(net.RECEIVE_BYTES) == bytes([0])
         waiting = [data for data, _ in net._waiting(sock)]
         assert waiting == [bytes([i]) for i in range(1, net.MAX_BATCH)]  # the batch's rest, in order
-        assert len(list(net._waiting(sock))) == 5
+        assert len(list(net._waiting(sock))) == 5 and sock.gettimeout() == 5.0
+
+    class Socket:  # an empty socket that says whether it was asked to wait
+        timeout = 5.0
+
+        def gettimeout(self):
+            return self.timeout
+
+        def settimeout(self, timeout):
+            self.timeout = timeout
+
+        def recvfrom(self, size):
+            if self.timeout != 0:
+                raise AssertionError(f"a read that would wait up to {self.timeout} s")
+            raise BlockingIOError
+
+    empty = Socket()
+    assert list(net._waiting(empty)) == [] and empty.timeout == 5.0

@@ -30,7 +30,6 @@ JITTER_SECONDS = 0.1  # a lost packet of 4 frames and as much again of lateness
 ENROLL_SECONDS = 3.0  # microphone audio taken for the speaker embedding before the stream starts
 RECEIVE_BYTES = 2048  # larger than any valid packet: a longer datagram is cut, then fails its CRC
 MAX_BATCH = 32  # datagrams decoded in one push where they wait together (a receiver behind catches up)
-DONT_WAIT = getattr(socket, "MSG_DONTWAIT", 0)  # Linux and macOS; elsewhere one datagram at a time
 
 
 def _seconds(value: str) -> float:
@@ -363,13 +362,17 @@ def _receive(sock: socket.socket, receiver: Receiver, wait: float | None, timeou
 
 
 def _waiting(sock: socket.socket):
-    """The datagrams that already wait in the socket, up to `MAX_BATCH - 1` (none where the platform cannot read
-    without waiting)."""
-    for _ in range(MAX_BATCH - 1 if DONT_WAIT else 0):
-        try:
-            yield sock.recvfrom(RECEIVE_BYTES, DONT_WAIT)
-        except OSError:  # nothing waits (BlockingIOError), or an ICMP error
-            return
+    """The datagrams that already wait in the socket, up to `MAX_BATCH - 1`, without waiting for more."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)  # not blocking (a socket with a timeout would wait that long for each)
+    try:
+        for _ in range(MAX_BATCH - 1):
+            try:
+                yield sock.recvfrom(RECEIVE_BYTES)
+            except OSError:  # nothing waits (BlockingIOError), or an ICMP error
+                return
+    finally:
+        sock.settimeout(timeout)
 
 
 class _Timed:
