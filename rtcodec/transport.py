@@ -365,7 +365,7 @@ class Receiver:
             self.counts.late += 1
             return
         self._conceal(first - self.next_frame)
-        self._decode(codes)
+        self._hold(codes)
         self.frontier = max(self.frontier, self.next_frame)
 
     def _request(self) -> None:
@@ -380,9 +380,9 @@ class Receiver:
             return
         self.counts.lost_frames += missing
         filler = self.last if self.last is not None else torch.zeros(CODEBOOKS, 1, dtype=torch.long)
-        self._decode(filler.expand(-1, missing))
+        self._hold(filler.expand(-1, missing))
 
-    def _decode(self, codes: torch.Tensor) -> None:
+    def _hold(self, codes: torch.Tensor) -> None:
         self.undecoded.append(codes)
         self.next_frame += codes.shape[1]
         self.last = codes[:, -1:]
