@@ -15,7 +15,7 @@ from ..hub import from_pretrained
 from ..pipelines import LATENCY_PRESETS
 from ..serve.protocol import HEADER_TIMEOUT_S
 from ..serve.sizing import AUTO
-from .common import CommandError, add_model_options, load, port_number
+from .common import PRECISIONS, CommandError, add_model_options, load, port_number
 
 
 def register(commands) -> None:
@@ -167,13 +167,13 @@ def _run_on_ray(args: argparse.Namespace, options) -> None:
     # Ray routes by the slot count, fixed before any replica starts; each replica times its own block size.
     options = replace(options, slots=options.slots or CANDIDATE_SLOTS[0])
     load(args, "v1")  # the weights are here (or a clear error), before any replica tries
-    checkpoint_dir, device = args.checkpoint_dir, args.device
+    checkpoint_dir, device, dtype = args.checkpoint_dir, args.device, PRECISIONS[args.precision]
     if args.ray_address is None:  # a local Ray of ours: its control plane takes Ray's token (Ray >= 2.52)
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(address=args.ray_address, include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     deployment = application(
-        lambda: from_pretrained("v1", device, checkpoint_dir=checkpoint_dir),  # on each replica
+        lambda: from_pretrained("v1", device, dtype, checkpoint_dir=checkpoint_dir),  # on each replica
         options,
         replicas=args.replicas,
         num_gpus=args.gpus_per_replica,
