@@ -13,7 +13,6 @@ calls after 3. Writes `bench/results/activation-forms-DATE.{md,json}`.
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from functools import partial
 
@@ -23,7 +22,7 @@ from rtcodec.layers.activation import AntiAliasedSnake, snake_
 from rtcodec.stream_ops import AntiAliased, _blocked_fir
 
 from .common import results_stem
-from .report import cpu_isa, cpu_name
+from .report import command_and_machine, write_results
 
 SHAPES = ((512, 20), (256, 160), (128, 800), (64, 1600))  # (channels, outputs) of a 4-hop tick per decoder stage
 CALLS = 50
@@ -87,8 +86,8 @@ def write(rows: list[dict]) -> None:
     lines = [
         f"# The anti-aliased SnakeBeta of a settled tick, two forms ({date})",
         "",
-        f"`python -m bench.activation_forms`: {cpu_name()} ({cpu_isa()}), torch {torch.__version__}, one thread, "
-        f"mean of {CALLS} calls (µs; the window cloned each call, as the stream's in-place SnakeBeta needs).",
+        f"{command_and_machine('bench.activation_forms')}; one thread, mean of {CALLS} calls (µs; the window "
+        "cloned each call, as the stream's in-place SnakeBeta needs).",
         "",
         "| channels x outputs | blocked, eager | blocked, compiled | shifted, eager | shifted, compiled "
         "| max difference |",
@@ -99,8 +98,7 @@ def write(rows: list[dict]) -> None:
             f"| {r['channels']} x {r['outputs']} | {r['blocked_eager_us']:.0f} | {r['blocked_compiled_us']:.0f} | "
             f"{r['shifted_eager_us']:.0f} | {r['shifted_compiled_us']:.0f} | {r['max_difference']:.1e} |"
         )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    stem.with_suffix(".json").write_text(json.dumps({"date": date, "cpu": cpu_name(), "rows": rows}, indent=1))
+    write_results(stem, "\n".join(lines) + "\n", rows)
     print(f"wrote {stem}.md and .json")
 
 

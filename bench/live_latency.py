@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -355,21 +353,15 @@ def summary(row: dict) -> str:
 
 
 def write_report(rows: list[dict], args: argparse.Namespace) -> None:
-    import torch
-
-    from rtcodec import __version__
-
     from .common import results_stem
-    from .report import cpu_isa, cpu_name
+    from .report import command_and_machine, write_results
 
     date = datetime.date.today().isoformat()
     stem = results_stem("live-latency")
     lines = [
         f"# rtcodec live on a real audio server ({date})",
         "",
-        f"`python -m bench.live_latency {' '.join(sys.argv[1:])}`: {cpu_name()} ({cpu_isa()}), "
-        f"{os.cpu_count()} cores, torch {torch.__version__}, rtcodec {__version__}, Python "
-        f"{platform.python_version()}; full-size models with random weights of plausible scale "
+        f"{command_and_machine('bench.live_latency')}; full-size models with random weights of plausible scale "
         "(`bench.common.plausible_state_dict`); a private PulseAudio with null sinks (16 kHz mono float), PortAudio "
         f"through ALSA's pulse plugin; {args.seconds:g} s of speech per run. "
         "What live reports: its whole latency (lookahead + block + the devices' buffers PortAudio gives), the "
@@ -389,8 +381,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
             f"| {row['glass_p50_ms']:.0f} / {row['glass_p99_ms']:.0f} ms | {row['matched']} of {row['windows']} | "
             f"{row['snr_db_median']:.0f} dB | {row['rtf']:.2f} | {row['xruns']} | {row['dropped']} |"
         )
-    stem.with_suffix(".md").write_text("\n".join(lines) + f"\n\n![latency by part]({stem.name}.png)\n")
-    stem.with_suffix(".json").write_text(json.dumps({"date": date, "cpu": cpu_name(), "runs": rows}, indent=1))
+    write_results(stem, "\n".join(lines) + f"\n\n![latency by part]({stem.name}.png)\n", rows)
     plot(rows, stem.with_suffix(".png"))
     print(f"wrote {stem}.md, .json and .png")
 

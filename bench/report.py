@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -77,6 +78,24 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def command_and_machine(module: str) -> str:
+    """The start of a results file's description: the command that made it and the machine it ran on."""
+    from rtcodec import __version__
+
+    command = " ".join(["python -m", module, *sys.argv[1:]])
+    return (
+        f"`{command}`: {cpu_name()} ({cpu_isa()}), {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"rtcodec {__version__}, Python {platform.python_version()}"
+    )
+
+
+def write_results(stem: Path, markdown: str, runs: list[dict]) -> None:
+    """`stem.md`, and `stem.json` with the runs, the date and the CPU."""
+    stem.with_suffix(".md").write_text(markdown)
+    data = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "runs": runs}
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
 
 
 def run_stage(name: str) -> dict:

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
-import platform
 import re
 import sys
 import tempfile
@@ -194,21 +191,16 @@ def summary(row: dict) -> str:
 
 
 def write_report(rows: list[dict]) -> None:
-    import torch
-
-    from rtcodec import __version__
-
     from .common import results_stem
-    from .report import cpu_isa, cpu_name
+    from .report import command_and_machine, write_results
 
     date = datetime.date.today().isoformat()
     stem = results_stem("send-latency")
     lines = [
         f"# rtcodec send to rtcodec receive on a real audio server ({date})",
         "",
-        f"`python -m bench.send_latency {' '.join(sys.argv[1:])}`: {cpu_name()} ({cpu_isa()}), {os.cpu_count()} "
-        f"cores, torch {torch.__version__}, rtcodec {__version__}, Python {platform.python_version()}; full-size "
-        "models with random weights of plausible scale and codebooks drawn from speech; a private PulseAudio with "
+        f"{command_and_machine('bench.send_latency')}; full-size models with random weights of plausible scale and "
+        "codebooks drawn from speech; a private PulseAudio with "
         "null sinks (16 kHz mono float), PortAudio through ALSA's pulse plugin; UDP on 127.0.0.1; each command on "
         "one thread. Algorithmic: the encoder's and the decoder's lookahead and one packet's frames; then receive's "
         "jitter buffer, and the microphone's and the speakers' buffering as PortAudio reports it. Measured: "
@@ -230,8 +222,7 @@ def write_report(rows: list[dict]) -> None:
             f"| {row['snr_db_median']:.0f} dB | {share:.1f}% | {row['send_rtf']:.2f} / {row['receive_rtf']:.2f} "
             f"| {row['overflows']} / {row['xruns']} | {row['skipped_s']} s |"
         )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    stem.with_suffix(".json").write_text(json.dumps({"date": date, "cpu": cpu_name(), "runs": rows}, indent=1))
+    write_results(stem, "\n".join(lines) + "\n", rows)
     print(f"wrote {stem}.md and .json")
 
 
