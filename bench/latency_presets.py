@@ -125,7 +125,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     encoder, decoder = models()
-    decoders = {name: copy.deepcopy(decoder).set_synthesis_dtype(PRECISIONS[name]) for name in args.precision}
+    decoders = {  # fp32 is the decoder as built: no copy of its weights
+        name: decoder if name == "fp32" else copy.deepcopy(decoder).set_synthesis_dtype(PRECISIONS[name])
+        for name in args.precision
+    }
     runs = [run for run in RUNS if args.runs is None or run.label in args.runs]
     wav = speech(args.seconds)
     report = {
