@@ -82,7 +82,8 @@ def markdown(report: dict) -> str:
         f"# Latency presets: {report['cpu']}",
         "",
         f"{report['cpu']} ({report['isa']}), torch {report['torch']}, {report['date']}, full-size models with "
-        "random weights, 4 s of speech, the better of two passes. Precision: the synthesis's (the codes are fp32's). "
+        f"random weights, {report['seconds']:g} s of speech, the better of two passes. Precision: the synthesis's "
+        "(the codes are fp32's). "
         "Latency: lookahead and the blocks held (one, two where pipelined), no device buffers. RTF: compute over "
         "audio time.",
         "",
@@ -136,6 +137,7 @@ def main() -> None:
         "isa": cpu_isa(),
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
+        "seconds": args.seconds,
         "rows": [],
     }
     plan = [(preset, hops, run) for preset in args.presets for hops in args.hops for run in runs]
