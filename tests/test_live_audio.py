@@ -35,7 +35,7 @@ from rtcodec import HOP_LENGTH
 from rtcodec.checkpoint import PUBLISHED_FILES
 from rtcodec.hub import from_pretrained
 
-from .conftest import AUDIO, needs_audio
+from .conftest import AUDIO, needs_audio, rel_err
 from .helpers import write_checkpoint_dir
 
 RATE = 16000
@@ -181,8 +181,10 @@ def test_send_from_a_microphone_and_receive_to_the_speakers(audio_server, ckpt, 
     played = window_matches(np.fromfile(tmp_path / "heard.raw", np.float32), written)
     assert (played > 0.95).sum() >= 3, np.round(played, 3)
     # What it wrote is the library's coding and decoding of what the sender's microphone gave (--save-input: the
-    # enrollment, then what was streamed), through the same packets: 16-bit PCM in the file.
+    # enrollment, then what was streamed), through the same packets: 16-bit PCM in the file. Two processes round
+    # differently (the receiver decodes as many frames at once as have waited, which depends on the machine's speed;
+    # the machine's CPU picks the kernels): here 3e-5, on CI a stretch 2e-3 off. Audio other than this is ~1 off.
     streamed, decoded, _ = transmission(ckpt, sf.read(tmp_path / "microphone.wav", dtype="float32")[0], 4)
     assert streamed.size == 2 * RATE and decoded.size > RATE, (streamed.size, decoded.size)
-    assert np.abs(written[: decoded.size] - decoded).max() < 1e-3
+    assert rel_err(torch.from_numpy(written[: decoded.size]), torch.from_numpy(decoded)) < 1e-2
     assert np.sqrt(np.mean(decoded**2)) > 1e-2  # not silence
