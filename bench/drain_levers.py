@@ -49,12 +49,12 @@ def decoder_inputs(seconds: float) -> tuple[FACodecDecoder, torch.Tensor, torch.
 
 
 class DrainTimer:
-    """Times a stream's drains, and runs them through `run_drain(op, x, clock)` in place of `op.step` (a trimmed
-    drain is the only step during which the windowed ops hold a `drain`)."""
+    """Times a stream's drains, and runs them through `run_drain(x, clock)` in place of `op.step` where given (a
+    trimmed drain is the only step during which the windowed ops hold a `drain`)."""
 
     def __init__(self, stream: DecoderStream, run_drain=None) -> None:
         self.step, self.run_drain, self.seconds = stream.op.step, run_drain, []
-        self.probe = next(op for op in walk(stream.op) if isinstance(op, _Windowed))
+        self.probe = next(op for op, _ in stream.op.slots() if isinstance(op, _Windowed))
         stream.op.step = self
 
     def __call__(self, x: torch.Tensor, clock: Clock) -> torch.Tensor:
@@ -64,13 +64,6 @@ class DrainTimer:
         y = self.run_drain(x, clock) if self.run_drain else self.step(x, clock)
         self.seconds.append(time.perf_counter() - start)
         return y
-
-
-def walk(op):
-    yield op
-    for child in getattr(op, "ops", []) + [getattr(op, "inner", None)]:
-        if child is not None:
-            yield from walk(child)
 
 
 def compiled_drain(stream: DecoderStream):
