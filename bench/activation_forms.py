@@ -99,7 +99,6 @@ def write(rows: list[dict]) -> None:
             f"{r['shifted_eager_us']:.0f} | {r['shifted_compiled_us']:.0f} | {r['max_difference']:.1e} |"
         )
     write_results(stem, "\n".join(lines) + "\n", rows)
-    print(f"wrote {stem}.md and .json")
 
 
 if __name__ == "__main__":

@@ -184,7 +184,6 @@ def write(rows: list[dict], args) -> None:
             f"{r['compile_s']:.0f} s | {r['relative_error']:.1e} | {r['snr_db']:.1f} dB |"
         )
     write_results(stem, "\n".join(lines) + "\n", rows)
-    print(f"wrote {stem}.md and .json")
 
 
 if __name__ == "__main__":

@@ -383,7 +383,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
         )
     write_results(stem, "\n".join(lines) + f"\n\n![latency by part]({stem.name}.png)\n", rows)
     plot(rows, stem.with_suffix(".png"))
-    print(f"wrote {stem}.md, .json and .png")
+    print(f"wrote {stem}.png")
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -92,10 +92,11 @@ def command_and_machine(module: str) -> str:
 
 
 def write_results(stem: Path, markdown: str, runs: list[dict]) -> None:
-    """`stem.md`, and `stem.json` with the runs, the date and the CPU."""
+    """`stem.md`, and `stem.json` with the runs, the date and the CPU; says so."""
     stem.with_suffix(".md").write_text(markdown)
     data = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "runs": runs}
     stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    print(f"wrote {stem}.md and .json")
 
 
 def run_stage(name: str) -> dict:

@@ -223,7 +223,6 @@ def write_report(rows: list[dict]) -> None:
             f"| {row['overflows']} / {row['xruns']} | {row['skipped_s']} s |"
         )
     write_results(stem, "\n".join(lines) + "\n", rows)
-    print(f"wrote {stem}.md and .json")
 
 
 if __name__ == "__main__":
