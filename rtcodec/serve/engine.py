@@ -150,6 +150,7 @@ class Engine:
             outputs, stalled = await loop.run_in_executor(TICK_THREAD, self._tick)
             for session, message in outputs:
                 session.outbox.put_nowait(message)
+            self.ticks += 1  # counted once its outputs are out, so whoever sees the count sees them too
             for session in stalled:
                 self.evicted += 1
                 self.leave(session)
@@ -176,7 +177,6 @@ class Engine:
             start = self.clock()
             outputs = self.scheduler.tick()
             self.compute_s.append(self.clock() - start)
-            self.ticks += 1
             result = []
             for caller, audio in outputs.items():
                 session = self.sessions[caller]
